@@ -1,0 +1,1 @@
+"""mantis_client: fire-and-forget `append(row)` to mantisd, with a direct-write fallback."""

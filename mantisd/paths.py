@@ -1,0 +1,87 @@
+"""Where the log and the daemon's socket live: data-dir resolution and shard naming.
+
+Layer 1 (stdlib only), so the daemon, the client and the CLI always agree on a path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+RUNS_LOG: Final = "runs_log"
+REJECTED: Final = "rejected"
+SHARD_RE: Final = re.compile(r"^(\d{4})-(\d{2})\.jsonl$")
+
+#: Platform defaults (design.md), each detected from variables the platform itself sets.
+BASETEN_DATA_DIR: Final = Path("/workspace/mantis-data")
+MODAL_DATA_DIR: Final = Path("/data/mantis-runs")
+BASETEN_MARKERS: Final = ("BASETEN_DEPLOYMENT_ID", "BASETEN_MODEL_ID", "BT_DEPLOYMENT_ID")
+MODAL_MARKERS: Final = ("MODAL_TASK_ID", "MODAL_IS_REMOTE")
+
+#: The path the packaged systemd socket unit listens on.
+SYSTEM_SOCKET: Final = Path("/run/mantisd.sock")
+
+
+def resolve_data_dir(
+    explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Path:
+    """`--data-dir`, else `$MANTIS_DATA_DIR`, else the platform's default, else per-user."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("MANTIS_DATA_DIR"):
+        return Path(env["MANTIS_DATA_DIR"]).expanduser()
+    if any(env.get(name) for name in BASETEN_MARKERS):
+        return BASETEN_DATA_DIR
+    if any(env.get(name) for name in MODAL_MARKERS):
+        return MODAL_DATA_DIR
+    home = Path(env.get("HOME") or Path.home())
+    return Path(env.get("XDG_DATA_HOME") or home / ".local/share") / "mantis"
+
+
+def runs_log_dir(data_dir: Path) -> Path:
+    return data_dir / RUNS_LOG
+
+
+def rejected_dir(data_dir: Path) -> Path:
+    return data_dir / RUNS_LOG / REJECTED
+
+
+def shard_path(data_dir: Path, month: str) -> Path:
+    """The shard of a `YYYY-MM` month."""
+    return runs_log_dir(data_dir) / f"{month}.jsonl"
+
+
+def list_shards(data_dir: Path) -> list[tuple[str, Path]]:
+    """Every month shard as (`YYYY-MM`, path), newest month first; other files are ignored."""
+    try:
+        entries = list(os.scandir(runs_log_dir(data_dir)))
+    except FileNotFoundError:
+        return []
+    shards = []
+    for entry in entries:
+        match = SHARD_RE.match(entry.name)
+        if match and entry.is_file():
+            shards.append((f"{match[1]}-{match[2]}", Path(entry.path)))
+    shards.sort(reverse=True)
+    return shards
+
+
+def resolve_socket_path(
+    explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Path:
+    """`--socket`, else `$MANTIS_SOCKET`, else the system socket if present, else per-user."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("MANTIS_SOCKET"):
+        return Path(env["MANTIS_SOCKET"]).expanduser()
+    if SYSTEM_SOCKET.exists():
+        return SYSTEM_SOCKET
+    runtime_dir = env.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        return Path(runtime_dir) / "mantisd.sock"
+    return Path(f"/tmp/mantisd-{os.getuid()}") / "mantisd.sock"

@@ -1,0 +1,36 @@
+"""Shared fixtures: temporary data dirs, short socket paths, and a valid-row factory."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.rows import RowFactory, make_row
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An empty data directory (`$MANTIS_DATA_DIR`)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory for AF_UNIX socket paths (limited to ~108 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="mt-", dir="/tmp") as d:
+        yield Path(d)
+
+
+@pytest.fixture
+def row_factory() -> RowFactory:
+    return make_row

@@ -13,7 +13,7 @@ from typing import Final
 
 RUNS_LOG: Final = "runs_log"
 REJECTED: Final = "rejected"
-SHARD_RE: Final = re.compile(r"^(\d{4})-(\d{2})\.jsonl$")
+SHARD_RE: Final = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])\.jsonl$")
 
 #: Platform defaults (design.md), each detected from variables the platform itself sets.
 BASETEN_DATA_DIR: Final = Path("/workspace/mantis-data")
@@ -21,14 +21,17 @@ MODAL_DATA_DIR: Final = Path("/data/mantis-runs")
 BASETEN_MARKERS: Final = ("BASETEN_DEPLOYMENT_ID", "BASETEN_MODEL_ID", "BT_DEPLOYMENT_ID")
 MODAL_MARKERS: Final = ("MODAL_TASK_ID", "MODAL_IS_REMOTE")
 
-#: The path the packaged systemd socket unit listens on.
+#: The path the packaged systemd socket unit listens on, and the service's StateDirectory:
+#: where the runtime (client fallback) and `mantis runs stats` look when that daemon is there.
 SYSTEM_SOCKET: Final = Path("/run/mantisd.sock")
+SYSTEM_DATA_DIR: Final = Path("/var/lib/mantis")
 
 
 def resolve_data_dir(
     explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Path:
-    """`--data-dir`, else `$MANTIS_DATA_DIR`, else the platform's default, else per-user."""
+    """`--data-dir`, else `$MANTIS_DATA_DIR`, else the platform's default, else the systemd
+    service's data dir when its socket exists, else per-user."""
     env = os.environ if environ is None else environ
     if explicit:
         return Path(explicit).expanduser()
@@ -38,6 +41,8 @@ def resolve_data_dir(
         return BASETEN_DATA_DIR
     if any(env.get(name) for name in MODAL_MARKERS):
         return MODAL_DATA_DIR
+    if SYSTEM_SOCKET.exists():
+        return SYSTEM_DATA_DIR
     home = Path(env.get("HOME") or Path.home())
     return Path(env.get("XDG_DATA_HOME") or home / ".local/share") / "mantis"
 

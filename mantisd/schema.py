@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
@@ -68,10 +69,10 @@ class Row(msgspec.Struct, kw_only=True):
         self.finished_at = self.finished_at.astimezone(dt.UTC)
         # JSON cannot carry NaN/inf, but Python callers (the client) can hand them in.
         if not math.isfinite(self.total_time_s):
-            raise ValueError("total_time_s must be a finite number")
+            raise ValueError("total_time_s: must be a finite number")
         for bucket, seconds in self.wall_time_breakdown.items():
             if not math.isfinite(seconds):
-                raise ValueError(f"wall_time_breakdown.{bucket} must be a finite number")
+                raise ValueError(f"wall_time_breakdown.{bucket}: must be a finite number")
 
 
 ROW_FIELDS: Final = frozenset(Row.__struct_fields__)
@@ -95,15 +96,65 @@ class ValidRow(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.json.Encoder()
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
+# Only for a line msgspec refused with "Number out of range" (e.g. `1e999`): decoded to `inf`,
+# the row's own finiteness check then names the field instead of blaming the whole line.
+_lenient_decoder = msgspec.json.Decoder(dict[str, Any], float_hook=float)
+
+#: Typed mappings of `Row`: their value type finds which entry msgspec's `[...]` refers to.
+_ENTRY_TYPES: Final[Mapping[str, Any]] = {"wall_time_breakdown": Seconds}
+_MISSING = re.compile(r"Object missing required field `(?P<name>[^`]*)`")
 
 
-def _reason(exc: msgspec.ValidationError) -> str:
-    """msgspec says `... - at `$.field``; put the field first so a log line reads naturally."""
-    text = str(exc)
-    message, sep, where = text.rpartition(" - at `$.")
+def _reason(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
+    """Turn msgspec's `... - at `$.field`` into `field: ...`, naming a bad mapping entry by key.
+
+    msgspec reports a bad dict value as `wall_time_breakdown[...]`; the key is found again in
+    `raw` so the message says e.g. `wall_time_breakdown.think: ...`.
+    """
+    message, sep, where = str(exc).rpartition(" - at `")
     if not sep:
-        return text
-    return f"{where.rstrip('`')}: {message}"
+        message, where = where, "$`"
+    is_key = where.startswith("key` in `")
+    path = where.removeprefix("key` in `").rstrip("`").removeprefix("$").removeprefix(".")
+    if missing := _MISSING.fullmatch(message):
+        return f"{'.'.join(filter(None, (path, missing['name'])))}: missing required field"
+    if not sep:  # raised by `Row.__post_init__`, which names the field itself
+        return message
+    if is_key:
+        return f"{path or 'row'}: bad key: {message}"
+    field, bracket, rest = path.partition("[...]")
+    entries, entry_type = raw.get(field), _ENTRY_TYPES.get(field)
+    if bracket and isinstance(entries, Mapping) and entry_type is not None:
+        for key, value in entries.items():
+            if not _fits(value, entry_type):
+                if isinstance(value, float) and not math.isfinite(value):
+                    message = "must be a finite number"
+                return f"{field}.{key}{rest}: {message}"
+    value = raw.get(path)
+    if isinstance(value, float) and not math.isfinite(value):
+        message = "must be a finite number"  # NaN fails `ge=0` first; say what is really wrong
+    return f"{path or 'row'}: {message}"
+
+
+def _fits(value: Any, type_: Any) -> bool:
+    try:
+        msgspec.convert(value, type_)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _decode_object(data: bytes | str) -> dict[str, Any]:
+    try:
+        return _dict_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        if not str(exc).startswith("Number out of range"):
+            raise RowError("row: expected a JSON object") from None
+        return _lenient_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RowError(f"row: not valid JSON ({exc})") from None
+    except UnicodeError:
+        raise RowError("row: not valid UTF-8") from None
 
 
 def validate(
@@ -117,12 +168,7 @@ def validate(
     if isinstance(data, Row):
         raw: Mapping[str, Any] = msgspec.structs.asdict(data)
     elif isinstance(data, bytes | str):
-        try:
-            raw = _dict_decoder.decode(data)
-        except msgspec.ValidationError:
-            raise RowError("row: expected a JSON object") from None
-        except msgspec.DecodeError as exc:
-            raise RowError(f"row: not valid JSON ({exc})") from None
+        raw = _decode_object(data)
     elif isinstance(data, Mapping):
         raw = data
     else:
@@ -130,7 +176,7 @@ def validate(
     try:
         row = msgspec.convert(raw, Row, str_keys=True)
     except msgspec.ValidationError as exc:
-        raise RowError(_reason(exc)) from None
+        raise RowError(_reason(exc, raw)) from None
     except (TypeError, ValueError) as exc:  # from __post_init__ on the Row path
         raise RowError(str(exc)) from None
     now = now or dt.datetime.now(dt.UTC)
@@ -143,11 +189,21 @@ def validate(
 
 def encode_line(row: Row, extras: Mapping[str, Any] | None = None) -> bytes:
     """Compact JSON for `row` plus `extras`, newline-terminated: the stored form."""
-    body = _encoder.encode(row)
-    if extras:
-        try:
-            tail = _encoder.encode(dict(extras))
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise RowError(f"row: an extra key cannot be encoded as JSON ({exc})") from None
-        body = body[:-1] + b"," + tail[1:]
+    try:
+        body = _encoder.encode(row)
+        if extras:
+            body = body[:-1] + b"," + _encoder.encode(dict(extras))[1:]
+    except (TypeError, UnicodeError, msgspec.EncodeError) as exc:
+        # e.g. an object JSON has no form for, or a lone surrogate from a Python caller
+        fields = msgspec.structs.asdict(row) | dict(extras or {})
+        name = next((k for k, v in fields.items() if not _encodable(v)), "row")
+        raise RowError(f"{name}: cannot be encoded as JSON ({exc})") from None
     return body + b"\n"
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        _encoder.encode(value)
+    except (TypeError, UnicodeError, msgspec.EncodeError):
+        return False
+    return True

@@ -42,12 +42,14 @@ def append(path: Path, payload: bytes) -> None:
     except OSError as exc:
         raise StoreError(path, f"cannot open shard: {exc.strerror or exc}", exc.errno) from exc
     try:
-        _append_locked(path, fd, payload)
+        previous_size = _append_locked(path, fd, payload)
     except OSError as exc:
         raise StoreError(path, f"append failed: {exc.strerror or exc}", exc.errno) from exc
     finally:
         os.close(fd)  # also releases the flock
-    if created:
+    # An empty file may have been created by a writer whose append then failed before its own
+    # directory fsync: whoever first puts rows into it makes its name durable.
+    if created or previous_size == 0:
         try:
             _fsync_dir(path.parent)  # the new file's name must survive a crash too
         except OSError as exc:
@@ -68,7 +70,8 @@ def group_by_shard(data_dir: Path, rows: Iterable[ValidRow]) -> dict[Path, list[
     return groups
 
 
-def _append_locked(path: Path, fd: int, payload: bytes) -> None:
+def _append_locked(path: Path, fd: int, payload: bytes) -> int:
+    """Write and fsync `payload` under the caller's lock; return the file's previous size."""
     size = os.fstat(fd).st_size
     if size and os.pread(fd, 1, size - 1) != b"\n":
         payload = b"\n" + payload  # terminate a torn tail left by a crash before our rows
@@ -78,9 +81,12 @@ def _append_locked(path: Path, fd: int, payload: bytes) -> None:
         _rollback(fd, size)
         raise StoreError(path, f"write failed: {exc.strerror}", exc.errno) from exc
     if written != len(payload):
+        cause = _short_write_cause(fd, payload[written:])
         _rollback(fd, size)
         raise StoreError(
-            path, f"short write ({written} of {len(payload)} bytes), rolled back", errno.ENOSPC
+            path,
+            f"short write ({written} of {len(payload)} bytes), rolled back: {os.strerror(cause)}",
+            cause,
         )
     try:
         os.fsync(fd)
@@ -89,6 +95,16 @@ def _append_locked(path: Path, fd: int, payload: bytes) -> None:
         # and no later fsync can say otherwise. Undo them; the caller reports the failure.
         _rollback(fd, size)
         raise StoreError(path, f"fsync failed: {exc.strerror}", exc.errno) from exc
+    return size
+
+
+def _short_write_cause(fd: int, rest: bytes) -> int:
+    """Why a write stopped short (ENOSPC, EFBIG...): the kernel tells on the next write."""
+    try:
+        os.write(fd, rest)  # rolled back by the caller whatever happens
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return errno.ENOSPC
 
 
 def _rollback(fd: int, size: int) -> None:

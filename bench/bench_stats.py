@@ -1,0 +1,320 @@
+"""Benchmark `mantis runs stats` against DuckDB and a naive stdlib `json` loop (issue 2).
+
+Usage: .venv/bin/python bench/bench_stats.py [--repeat 5] [--data DIR]
+
+Data: made by `mantisd.sample.generate` under bench/data/ (git-ignored), once: one month of
+100,000 rows and ten months of 1,000,000 rows, ending 2026-10. Every figure is the best of
+`--repeat` wall-clock runs. The engines must agree on every percentile (to 1e-6 s) before
+anything is timed.
+
+- mantis: the installed console script, as a subprocess (process start included).
+- DuckDB (query): `read_ndjson` + `quantile_cont` in this process, a fresh connection per run,
+  `import duckdb` not counted, the columns declared up front (no schema sniffing): DuckDB's
+  best case.
+- DuckDB (process): the same query as a `python -c "import duckdb ..."` subprocess, the
+  like-for-like figure next to mantis's.
+- naive: `json.loads` per line, newest first, in this process (timed once: it is slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mantisd.paths import list_shards
+from mantisd.sample import generate, workflow_ids
+from mantisd.schema import BUCKETS, TOTAL
+
+HERE = Path(__file__).resolve().parent
+MANTIS = Path(sys.executable).parent / "mantis"
+END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+WORKFLOWS = 50
+WORKFLOW = workflow_ids(WORKFLOWS)[0]  # the most popular one: ~22% of the rows
+QUANTILES = (0.5, 0.95, 0.99)
+Percentiles = dict[str, dict[str, float]]
+
+
+# ------------------------------------------------------------------------- data
+
+
+def dataset(root: Path, name: str, rows: int, months: int) -> Path:
+    """Generated once; a marker file says it is complete."""
+    data_dir = root / name
+    marker = data_dir / "complete"
+    if not marker.exists():
+        if data_dir.exists():
+            for _, shard in list_shards(data_dir):
+                shard.unlink()
+        started = time.perf_counter()
+        generate(data_dir, rows=rows, months=months, workflows=WORKFLOWS, seed=1, end=END)
+        print(
+            f"generated {name}: {rows} rows, {months} month(s) in "
+            f"{time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+        marker.write_text("ok\n")
+    return data_dir
+
+
+# ---------------------------------------------------------------------- engines
+
+
+def run_mantis(data_dir: Path, last: int) -> Percentiles:
+    proc = subprocess.run(
+        [
+            str(MANTIS),
+            "runs",
+            "stats",
+            WORKFLOW,
+            "--last",
+            str(last),
+            "--json",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    document: dict[str, Any] = json.loads(proc.stdout)
+    result: Percentiles = document["percentiles"]
+    result["run_count"] = {"n": document["run_count"]}
+    return result
+
+
+def duckdb_sql() -> str:
+    cells = ", ".join(f"quantile_cont(wall_time_breakdown.{b}, $q) AS {b}" for b in BUCKETS)
+    return (
+        "WITH sel AS (SELECT * FROM read_ndjson($files, columns=$columns) "
+        "WHERE workflow_id = $workflow AND status = 'succeeded' "
+        "ORDER BY finished_at DESC LIMIT $last) "
+        f"SELECT count(*) AS run_count, {cells}, quantile_cont(total_time_s, $q) AS {TOTAL} "
+        "FROM sel"
+    )
+
+
+def duckdb_params(data_dir: Path, last: int) -> dict[str, Any]:
+    return {
+        "files": [str(p) for _, p in list_shards(data_dir)],
+        "columns": {
+            "run_id": "VARCHAR",
+            "workflow_id": "VARCHAR",
+            "status": "VARCHAR",
+            "finished_at": "TIMESTAMP",
+            "total_time_s": "DOUBLE",
+            "wall_time_breakdown": "STRUCT(" + ", ".join(f"{b} DOUBLE" for b in BUCKETS) + ")",
+        },
+        "workflow": WORKFLOW,
+        "last": last,
+        "q": list(QUANTILES),
+    }
+
+
+def duckdb_query(data_dir: Path, last: int) -> Percentiles:
+    import duckdb
+
+    with duckdb.connect() as con:
+        cursor = con.execute(duckdb_sql(), duckdb_params(data_dir, last))
+        names = [d[0] for d in cursor.description]
+        row = cursor.fetchone()
+    assert row is not None
+    result: Percentiles = {
+        name: dict(zip(("p50", "p95", "p99"), values, strict=True))
+        for name, values in zip(names[1:], row[1:], strict=True)
+    }
+    result["run_count"] = {"n": row[0]}
+    return result
+
+
+def duckdb_process(data_dir: Path, last: int) -> None:
+    subprocess.run(
+        [sys.executable, __file__, "--duckdb-child", str(data_dir), str(last)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def naive(data_dir: Path, last: int) -> Percentiles:
+    """What one would write first: `json.loads` every line, newest first."""
+    seen: set[str] = set()
+    seconds: dict[str, list[float]] = {}
+    count = 0
+    for _, path in list_shards(data_dir):
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+        for line in reversed(lines):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("workflow_id") != WORKFLOW or row.get("status") != "succeeded":
+                continue
+            if row["run_id"] in seen:
+                continue
+            seen.add(row["run_id"])
+            for name, value in [*row["wall_time_breakdown"].items(), (TOTAL, row[TOTAL])]:
+                seconds.setdefault(name, []).append(value)
+            count += 1
+            if count == last:
+                break
+        if count == last:
+            break
+    result: Percentiles = {}
+    for name, values in seconds.items():
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        result[name] = {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
+    result["run_count"] = {"n": count}
+    return result
+
+
+# ----------------------------------------------------------------- measurement
+
+
+def best_of(repeat: int, action: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def same(a: Percentiles, b: Percentiles, what: str) -> None:
+    assert a.keys() == b.keys(), f"{what}: buckets differ: {sorted(a)} vs {sorted(b)}"
+    for bucket, cells in a.items():
+        for name, value in cells.items():
+            other = b[bucket][name]
+            assert abs(value - other) <= 1e-6, f"{what}: {bucket} {name}: {value} != {other}"
+
+
+def peak_rss_mb(argv: list[str]) -> tuple[float, float]:
+    """(largest single process, sampled sum over the process tree) peak RSS, in MB.
+
+    The sum counts pages that forked workers share with their parent twice: an upper bound.
+    """
+    before = _children_maxrss()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    peak_sum = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_sum
+        while not done.is_set():
+            peak_sum = max(peak_sum, _tree_rss_kb(proc.pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    proc.wait()
+    done.set()
+    sampler.join()
+    largest = max(before, _children_maxrss())
+    return largest / 1024, peak_sum / 1024
+
+
+def _children_maxrss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def _tree_rss_kb(pid: int) -> int:
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        for text in status.splitlines():
+            if text.startswith("VmRSS:"):
+                total += int(text.split()[1])
+        pending.extend(map(int, children))
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=HERE / "data")
+    parser.add_argument("--duckdb-child", nargs=2, metavar=("DATA_DIR", "LAST"))
+    args = parser.parse_args()
+    if args.duckdb_child:
+        print(json.dumps(duckdb_query(Path(args.duckdb_child[0]), int(args.duckdb_child[1]))))
+        return
+
+    one = dataset(args.data, "one-month-100k", 100_000, 1)
+    ten = dataset(args.data, "ten-months-1m", 1_000_000, 10)
+    repeat = args.repeat
+    print(
+        f"workflow {WORKFLOW}; {os.cpu_count()} CPUs; best of {repeat}; "
+        f"python {sys.version.split()[0]}",
+        flush=True,
+    )
+
+    cases = [
+        ("(a) 1 month, 100k rows, default flags", one, 100),
+        ("(b) 10 months, 1M rows, --last 1000000", ten, 1_000_000),
+        ("(d) 10 months, 1M rows, default flags", ten, 100),
+    ]
+    figures: dict[str, dict[str, float]] = {}
+    for title, data_dir, last in cases:
+        ours = run_mantis(data_dir, last)
+        theirs = duckdb_query(data_dir, last)
+        same(ours, theirs, f"{title}: mantis vs DuckDB")
+        slow_started = time.perf_counter()
+        plain = naive(data_dir, last)
+        naive_s = time.perf_counter() - slow_started
+        same(ours, plain, f"{title}: mantis vs naive")
+        runs = ours["run_count"]["n"]
+        figures[title] = {
+            "runs": runs,
+            "mantis": best_of(repeat, lambda d=data_dir, n=last: run_mantis(d, n)),
+            "duckdb_query": best_of(repeat, lambda d=data_dir, n=last: duckdb_query(d, n)),
+            "duckdb_process": best_of(repeat, lambda d=data_dir, n=last: duckdb_process(d, n)),
+            "naive": naive_s,
+        }
+        f = figures[title]
+        print(
+            f"{title}: {int(runs)} runs agree. mantis {f['mantis'] * 1000:.0f} ms | "
+            f"DuckDB query {f['duckdb_query'] * 1000:.0f} ms "
+            f"(mantis/DuckDB {f['mantis'] / f['duckdb_query']:.2f}x) | "
+            f"DuckDB process {f['duckdb_process'] * 1000:.0f} ms "
+            f"({f['mantis'] / f['duckdb_process']:.2f}x) | naive json {naive_s * 1000:.0f} ms",
+            flush=True,
+        )
+
+    argv = [str(MANTIS), "runs", "stats", WORKFLOW, "--last", "1000000", "--data-dir", str(ten)]
+    largest, tree = peak_rss_mb(argv)
+    print(
+        f"(c) peak RSS, --last 1000000 over 1M rows: largest process {largest:.0f} MB, "
+        f"whole process tree (sampled, shared pages counted per process) {tree:.0f} MB"
+    )
+
+    help_s = best_of(
+        repeat * 2,
+        lambda: subprocess.run([str(MANTIS), "--help"], check=True, stdout=subprocess.DEVNULL),
+    )
+    bare_s = best_of(repeat * 2, lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
+    print(
+        f"(e) mantis --help: {help_s * 1000:.0f} ms (bare `python -c pass`: {bare_s * 1000:.0f} ms)"
+    )
+    a = figures[cases[0][0]]["mantis"]
+    d = figures[cases[2][0]]["mantis"]
+    print(f"(d) default query, 1 month vs 10 months kept: {a * 1000:.0f} ms vs {d * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

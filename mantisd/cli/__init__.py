@@ -1,0 +1,33 @@
+"""`mantis`: the operator's command line (`mantis runs stats`, `mantis dev generate`, ...).
+
+Only click is imported here; each command imports its machinery when it runs, so that
+`mantis --help` stays fast. Never imports anyio (design.md, layer 4).
+"""
+
+from __future__ import annotations
+
+import click
+
+from mantisd import __version__
+from mantisd.cli.dev import dev
+from mantisd.cli.stats import stats
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mantis")
+def mantis() -> None:
+    """Query the durable per-run log that mantisd keeps."""
+
+
+@mantis.group()
+def runs() -> None:
+    """Cross-run analytics over the run log: percentiles per wall-time bucket."""
+
+
+runs.add_command(stats)
+mantis.add_command(dev)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    mantis(prog_name="mantis")

@@ -1,0 +1,227 @@
+"""The daemon's runtime: listener, connections, the writer, signals, readiness, watchdog.
+
+Shutdown order (SIGTERM/SIGINT): stop accepting, stop reading requests, answer what was
+received, let the writer drain the queue to disk (bounded by `drain_timeout`), exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import anyio
+from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
+
+from mantisd.daemon import fs, listen, peer
+from mantisd.daemon.config import Config
+from mantisd.daemon.connection import UNAVAILABLE_STOPPING, Connection
+from mantisd.daemon.logs import announce
+from mantisd.daemon.notify import Notifier, watchdog_interval
+from mantisd.daemon.rejected import RejectedLog
+from mantisd.daemon.replies import failure
+from mantisd.daemon.status import Counters
+from mantisd.daemon.writer import Job, Writer
+from mantisd.paths import runs_log_dir
+
+logger = logging.getLogger(__name__)
+
+#: How long a refused client gets to take its one-line answer.
+_REFUSAL_TIMEOUT = 1.0
+#: How often systemd's STATUS= line is refreshed.
+_STATUS_PERIOD = 10.0
+
+
+class Server:
+    """`await Server(config).run()` serves until SIGTERM/SIGINT, then drains and returns."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.counters = Counters(latency_window=config.latency_window)
+        self.writer = Writer(config.data_dir, self.counters, batch_max_rows=config.batch_max_rows)
+        self.rejected = RejectedLog(config.data_dir, config.rejected_max_bytes)
+        self.notifier = Notifier()
+        self.stopping = False
+        self._stop = anyio.Event()
+        self._all_closed = anyio.Event()
+        self._connections: set[Connection] = set()
+        self._queue_send, self._queue_receive = anyio.create_memory_object_stream[Job](
+            config.queue_size
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        return self.counters.snapshot(
+            queue_depth=self._queue_receive.statistics().current_buffer_used,
+            writer_busy=self.writer.busy_since is not None,
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._check_data_dir()
+        bound = await listen.bind(self.config.socket, mode=self.config.socket_mode)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._handle_signals, tg)
+                tg.start_soon(self.writer.run, self._queue_receive)
+                tg.start_soon(self._watchdog)
+                tg.start_soon(self._report_status)
+                accepting = anyio.CancelScope()
+                tg.start_soon(self._accept_loop, bound.listener, tg, accepting)
+                where = bound.path or "the socket passed by systemd"
+                announce(f"ready on {where} (data dir {self.config.data_dir}, pid {os.getpid()})")
+                self.notifier.ready(f"serving on {where}")
+                task_status.started()
+                await self._stop.wait()
+                await self._shutdown(bound.listener, accepting)
+                tg.cancel_scope.cancel()
+        finally:
+            listen.remove_socket_file(bound)
+            self.notifier.close()
+        logger.info("stopped: %(rows_written)d rows written", self.status())
+
+    async def _shutdown(self, listener: SocketListener, accepting: anyio.CancelScope) -> None:
+        self.stopping = True
+        self.notifier.stopping("draining the queue")
+        logger.info("stopping: draining %d queued rows", self.status()["queue_depth"])
+        accepting.cancel()
+        await listener.aclose()
+        for connection in list(self._connections):
+            connection.stop_reading()
+        self._queue_send.close()  # the writer ends once every connection's clone is closed too
+        if not self._connections:
+            self._all_closed.set()
+        with anyio.move_on_after(self.config.drain_timeout, shield=True) as drain:
+            await self._all_closed.wait()
+            await self.writer.done.wait()
+        if drain.cancelled_caught:
+            logger.error(
+                "drain timed out after %.0fs: %d rows still queued were not acknowledged",
+                self.config.drain_timeout,
+                self.status()["queue_depth"],
+            )
+
+    async def _handle_signals(
+        self, tg: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()  # installed before the ready line: no signal is missed
+            async for signum in signals:
+                if self._stop.is_set():
+                    logger.warning("second %s: stopping without draining", signum.name)
+                    tg.cancel_scope.cancel()
+                    return
+                logger.info("%s received", signum.name)
+                self.request_stop()
+
+    async def _accept_loop(
+        self, listener: SocketListener, tg: TaskGroup, scope: anyio.CancelScope
+    ) -> None:
+        with scope:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return
+                except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
+                    logger.warning("accept failed: %s", exc)
+                    await anyio.sleep(0.1)
+                    continue
+                tg.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, stream: SocketStream) -> None:
+        if self.stopping:
+            return await self._refuse(stream, UNAVAILABLE_STOPPING)
+        if len(self._connections) >= self.config.max_connections:
+            self.counters.connections_refused += 1
+            limit = self.config.max_connections
+            reason = f"too many connections (max {limit}); write the row directly"
+            return await self._refuse(stream, failure("unavailable", reason))
+        who = peer.peer_of(stream)
+        if not peer.allowed(who, self.config.allow_uids, self.config.allow_gids):
+            self.counters.connections_refused += 1
+            logger.info("refused peer %s", who)
+            reason = (
+                f"peer uid {who.uid if who else '?'} gid {who.gid if who else '?'} is not allowed"
+            )
+            return await self._refuse(stream, failure("unavailable", reason))
+        connection = Connection(
+            stream,
+            self.config,
+            self._queue_send.clone(),
+            self.counters,
+            self.rejected,
+            self.status,
+        )
+        self._connections.add(connection)
+        self.counters.connections = len(self._connections)
+        self.counters.connections_total += 1
+        try:
+            await connection.serve()
+        finally:
+            self._connections.discard(connection)
+            self.counters.connections = len(self._connections)
+            if self.stopping and not self._connections:
+                self._all_closed.set()
+
+    @staticmethod
+    async def _refuse(stream: SocketStream, reply: bytes) -> None:
+        with anyio.move_on_after(_REFUSAL_TIMEOUT):
+            try:
+                await stream.send(reply)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+
+    async def _watchdog(self) -> None:
+        """Ping systemd only while the writer makes progress or waits with nothing to do."""
+        interval = watchdog_interval()
+        if interval is None or not self.notifier.enabled:
+            return
+        stuck_logged = False
+        while True:
+            busy_since = self.writer.busy_since
+            if busy_since is None or time.monotonic() - busy_since < interval:
+                self.notifier.watchdog()
+                stuck_logged = False
+            elif not stuck_logged:
+                logger.error(
+                    "writer stuck for %.1fs: watchdog pings withheld", time.monotonic() - busy_since
+                )
+                stuck_logged = True
+            await anyio.sleep(interval / 2)
+
+    async def _report_status(self) -> None:
+        if not self.notifier.enabled:
+            return
+        while True:
+            await anyio.sleep(_STATUS_PERIOD)
+            s = self.status()
+            self.notifier.status(
+                f"{s['rows_written']} rows written, {s['connections']} connections, "
+                f"{s['storage_errors']} storage errors"
+            )
+
+    def _check_data_dir(self) -> None:
+        """Warn (never fail) about a data dir that will not work well; the writer retries."""
+        data_dir = self.config.data_dir
+        network = fs.network_filesystem(data_dir)
+        if network:
+            logger.warning(
+                "data dir %s is on %s: O_APPEND is not atomic across writers on network "
+                "filesystems; concurrent direct writes from clients may interleave",
+                data_dir,
+                network,
+            )
+        try:
+            runs_log_dir(data_dir).mkdir(mode=0o770, parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.warning(
+                "cannot create %s (%s): rows will get storage errors until fixed",
+                runs_log_dir(data_dir),
+                exc.strerror or exc,
+            )

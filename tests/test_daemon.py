@@ -1,0 +1,302 @@
+"""mantisd end to end: a real daemon process on a temp socket and data dir."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from mantisd.schema import validate
+from tests.daemon_process import (
+    DaemonProcess,
+    all_run_ids,
+    daemon_command,
+    running_daemon,
+    send_rows,
+    shard_lines,
+)
+from tests.rows import RowFactory, utc
+
+OK = {"ok": True}
+
+
+def this_month() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m")
+
+
+def last_month_row(row_factory: RowFactory) -> dict[str, Any]:
+    first = dt.datetime.now(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    finished = first - dt.timedelta(hours=3)
+    return row_factory(
+        finished_at=utc(finished), created_at=utc(finished - dt.timedelta(seconds=60))
+    )
+
+
+@pytest.fixture
+def daemon(short_tmp: Path, data_dir: Path) -> Any:
+    with running_daemon(short_tmp / "m.sock", data_dir) as d:
+        yield d
+
+
+def good_row_succeeds(d: DaemonProcess, row_factory: RowFactory) -> None:
+    """The daemon is alive and well: a good row on a fresh connection is acknowledged."""
+    row = row_factory()
+    assert d.send_rows([row]) == [OK]
+    assert row["run_id"] in all_run_ids(d.data_dir)
+
+
+def test_round_trip_canonical_lines_in_month_shards(
+    daemon: DaemonProcess, row_factory: RowFactory
+) -> None:
+    now_rows = [row_factory(), row_factory(extra_key={"kept": [1, 2]}, total_time_s=247)]
+    old = last_month_row(row_factory)
+    assert daemon.send_rows([*now_rows, old]) == [OK, OK, OK]
+    assert shard_lines(daemon.data_dir, this_month()) == [validate(r).line for r in now_rows]
+    old_month = old["finished_at"][:7]
+    assert old_month != this_month()
+    assert shard_lines(daemon.data_dir, old_month) == [validate(old).line]
+    stored = json.loads(shard_lines(daemon.data_dir, this_month())[1])
+    assert stored["extra_key"] == {"kept": [1, 2]}
+    assert stored["total_time_s"] == 247.0
+
+
+def test_future_finished_at_is_rejected(daemon: DaemonProcess, row_factory: RowFactory) -> None:
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=40)
+    (reply,) = daemon.send_rows([row_factory(finished_at=utc(future))])
+    assert reply["ok"] is False and reply["kind"] == "invalid"
+    assert "finished_at" in reply["error"]
+    assert not list((daemon.data_dir / "runs_log").glob("*.jsonl"))
+
+
+def test_pipelining_10000_rows_on_one_connection(
+    daemon: DaemonProcess, row_factory: RowFactory
+) -> None:
+    rows = [row_factory() for _ in range(10_000)]
+    replies = daemon.send_rows(rows)
+    assert replies == [OK] * len(rows)
+    assert all_run_ids(daemon.data_dir) == [r["run_id"] for r in rows]
+    status = daemon.status()
+    assert status["rows_written"] == 10_000
+    assert status["batches"] < 10_000  # group commit: several rows per fsync
+
+
+def test_50_concurrent_connections(daemon: DaemonProcess, row_factory: RowFactory) -> None:
+    batches = [[row_factory() for _ in range(40)] for _ in range(50)]
+    results: list[list[dict[str, Any]]] = [[] for _ in batches]
+    barrier = threading.Barrier(len(batches))
+
+    def client(i: int) -> None:
+        barrier.wait()
+        results[i] = daemon.send_rows(batches[i])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r == [OK] * 40 for r in results)
+    assert sorted(all_run_ids(daemon.data_dir)) == sorted(r["run_id"] for b in batches for r in b)
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        (b"[1, 2]", "expected a JSON object"),
+        (b'"a string"', "expected a JSON object"),
+        (b"42", "expected a JSON object"),
+        (b"not json at all", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'{"run_id": "\xff\xfe"}', "UTF-8"),
+        (b"\xc3\x28\xa0\xa1", "not valid"),
+    ],
+)
+def test_bad_lines_get_invalid_and_connection_continues(
+    daemon: DaemonProcess, row_factory: RowFactory, line: bytes, needle: str
+) -> None:
+    good = row_factory()
+    bad_reply, good_reply = daemon.send_rows([line, good])
+    assert bad_reply["ok"] is False and bad_reply["kind"] == "invalid"
+    assert needle in bad_reply["error"]
+    assert good_reply == OK
+    assert all_run_ids(daemon.data_dir) == [good["run_id"]]
+    good_row_succeeds(daemon, row_factory)
+
+
+def test_invalid_row_names_the_field_and_is_kept_as_rejected(
+    daemon: DaemonProcess, row_factory: RowFactory
+) -> None:
+    row = row_factory(status="paused")
+    (reply,) = daemon.send_rows([row])
+    assert reply["kind"] == "invalid" and "status" in reply["error"]
+    missing = row_factory()
+    del missing["workflow_id"]
+    (reply,) = daemon.send_rows([missing])
+    assert "workflow_id" in reply["error"]
+    assert not list((daemon.data_dir / "runs_log").glob("*.jsonl"))
+    kept = (daemon.data_dir / "runs_log" / "rejected" / "rejected.jsonl").read_bytes()
+    entries = [json.loads(line) for line in kept.splitlines()]
+    assert [e["kind"] for e in entries] == ["invalid", "invalid"]
+    assert row["run_id"] in entries[0]["line"] and "status" in entries[0]["reason"]
+    assert all(e["received_at"].endswith("Z") for e in entries)
+    assert daemon.status()["rows_rejected"] == 2
+    good_row_succeeds(daemon, row_factory)
+
+
+def test_too_long_line_gets_limit_and_close(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    with running_daemon(short_tmp / "m.sock", data_dir, "--max-line-bytes", "4096") as d:
+        long_line = msgspec.json.encode(row_factory(padding="x" * 5000))
+        replies = d.send_rows([row_factory(), long_line, row_factory()])
+        assert replies[0] == OK
+        assert replies[1]["kind"] == "limit" and "4096" in replies[1]["error"]
+        assert len(replies) == 2  # closed after the limit reply
+        assert len(all_run_ids(data_dir)) == 1
+        good_row_succeeds(d, row_factory)
+
+
+def test_disconnect_mid_line_writes_nothing(daemon: DaemonProcess, row_factory: RowFactory) -> None:
+    line = msgspec.json.encode(row_factory())
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(daemon.socket))
+        sock.sendall(line[: len(line) // 2])
+    time.sleep(0.2)
+    assert all_run_ids(daemon.data_dir) == []
+    good_row_succeeds(daemon, row_factory)
+
+
+def test_client_that_never_reads_does_not_stall_others(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    with running_daemon(short_tmp / "m.sock", data_dir, "--max-inflight", "64") as d:
+        payload = b"".join(msgspec.json.encode(row_factory()) + b"\n" for _ in range(20_000))
+        hog = socket.socket(socket.AF_UNIX)
+        hog.connect(str(d.socket))
+        hog.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # push until the daemon stops reading from us
+            try:
+                sent += hog.send(payload[sent : sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.2)
+                try:
+                    sent += hog.send(payload[sent : sent + 65536])
+                except BlockingIOError:
+                    break
+        assert sent < len(payload)  # the hog is blocked: its replies are not read
+        for _ in range(3):
+            good_row_succeeds(d, row_factory)
+        hog.close()
+        good_row_succeeds(d, row_factory)
+
+
+def test_idle_connection_is_closed(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    with running_daemon(short_tmp / "m.sock", data_dir, "--idle-timeout", "0.5") as d:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(d.socket))
+            started = time.monotonic()
+            assert sock.recv(100) == b""  # closed by the daemon
+            assert time.monotonic() - started < 9
+        good_row_succeeds(d, row_factory)
+
+
+def test_max_connections_exceeded_gets_unavailable(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    with running_daemon(short_tmp / "m.sock", data_dir, "--max-connections", "2") as d:
+        held = [socket.socket(socket.AF_UNIX) for _ in range(2)]
+        for sock in held:
+            sock.connect(str(d.socket))
+        held[0].sendall(b'{"op":"status"}\n')  # both are being served
+        held[0].recv(4096)
+        held[1].sendall(b'{"op":"status"}\n')
+        held[1].recv(4096)
+        replies = send_rows(d.socket, [row_factory()])
+        assert replies[0]["kind"] == "unavailable"
+        assert "too many connections" in replies[0]["error"]
+        assert all_run_ids(data_dir) == []
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        good_row_succeeds(d, row_factory)
+
+
+def test_unknown_op_is_invalid(daemon: DaemonProcess) -> None:
+    (reply,) = daemon.send_rows([b'{"op":"reboot"}'])
+    assert reply["kind"] == "invalid" and "unknown op" in reply["error"]
+
+
+def test_peer_not_allowed_is_refused(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    other = os.getuid() + 4242
+    with running_daemon(short_tmp / "m.sock", data_dir, "--allow-uid", str(other)) as d:
+        replies = d.send_rows([row_factory(), row_factory()])
+        assert len(replies) == 1 and replies[0]["kind"] == "unavailable"
+        assert f"uid {os.getuid()}" in replies[0]["error"]
+        assert all_run_ids(data_dir) == []
+    with running_daemon(short_tmp / "m.sock", data_dir, "--allow-uid", str(os.getuid())) as d:
+        good_row_succeeds(d, row_factory)
+
+
+def test_status_command(daemon: DaemonProcess, row_factory: RowFactory) -> None:
+    daemon.send_rows([row_factory(), row_factory(), b"[]"])
+    base = [sys.executable, "-m", "mantisd.daemon", "status", "--socket", str(daemon.socket)]
+    as_json = subprocess.run([*base, "--json"], capture_output=True, check=True, timeout=30)
+    counters = json.loads(as_json.stdout)
+    assert counters["rows_written"] == 2 and counters["rows_rejected"] == 1
+    assert counters["batches"] >= 1 and counters["fsync_p50_ms"] > 0
+    assert {"queue_depth", "connections", "fsync_p99_ms", "uptime_s", "storage_errors"} <= set(
+        counters
+    )
+    table = subprocess.run(base, capture_output=True, check=True, timeout=30, text=True)
+    assert "rows_written" in table.stdout and "mean_rows_per_batch" in table.stdout
+
+
+def test_status_without_daemon_fails_cleanly(short_tmp: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mantisd.daemon", "status", "--socket", str(short_tmp / "no")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1 and "cannot reach mantisd" in result.stderr
+
+
+def test_socket_mode(short_tmp: Path, data_dir: Path) -> None:
+    with running_daemon(short_tmp / "m.sock", data_dir) as d:
+        assert d.socket.stat().st_mode & 0o777 == 0o660
+    assert not (short_tmp / "m.sock").exists()  # removed on exit
+    with running_daemon(short_tmp / "m.sock", data_dir, "--socket-mode", "600") as d:
+        assert d.socket.stat().st_mode & 0o777 == 0o600
+
+
+def test_stale_socket_replaced_and_live_daemon_refused(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    path = short_tmp / "m.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: a crashed daemon's leftover
+    with running_daemon(path, data_dir) as d:
+        good_row_succeeds(d, row_factory)
+        second = subprocess.run(
+            daemon_command(path, data_dir), capture_output=True, text=True, timeout=30
+        )
+        assert second.returncode != 0
+        assert "already listening on" in second.stderr
+        good_row_succeeds(d, row_factory)  # the second one did not take the socket away

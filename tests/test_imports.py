@@ -1,0 +1,59 @@
+"""Layering, checked in a fresh interpreter: what an import pulls into `sys.modules`.
+
+The runtime imports `mantis_client` on every pod, and `mantis runs stats` must start fast:
+neither may drag in anyio (nor the client click).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mantisd
+
+#: `mantisd.cli` is written in parallel; until its `__init__.py` exists there is nothing to check.
+CLI_WRITTEN = (Path(mantisd.__file__).parent / "cli" / "__init__.py").exists()
+
+
+def modules_after_import(module: str) -> set[str]:
+    """Top-level package names in `sys.modules` after `import module` in a new interpreter."""
+    code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+    return {name.partition(".")[0] for name in run_python(code)}
+
+
+def run_python(code: str) -> list[str]:
+    """Run `code` in a fresh interpreter and decode the JSON list it prints."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result: list[str] = json.loads(proc.stdout)
+    return result
+
+
+def test_mantis_client_imports_neither_anyio_nor_click() -> None:
+    loaded = modules_after_import("mantis_client")
+    assert "mantis_client" in loaded
+    assert not loaded & {"anyio", "click", "sniffio", "trio"}
+    # A sync-only runtime does not pay for asyncio either (it is imported when a coroutine runs).
+    assert "asyncio" not in loaded
+
+
+def test_mantis_client_loads_only_layer_one_of_mantisd() -> None:
+    code = (
+        "import json, sys, mantis_client;"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('mantisd'))))"
+    )
+    assert set(run_python(code)) <= {
+        "mantisd",
+        "mantisd.paths",
+        "mantisd.schema",
+        "mantisd.store",
+    }
+
+
+@pytest.mark.skipif(not CLI_WRITTEN, reason="mantisd/cli/__init__.py is not written yet")
+def test_mantis_cli_does_not_import_anyio() -> None:
+    assert "anyio" not in modules_after_import("mantisd.cli")

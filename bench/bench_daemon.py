@@ -1,6 +1,6 @@
 """mantisd throughput, ack latency and memory, side by side with the page's direct append.
 
-    .venv/bin/python bench/bench_daemon.py [--quick] [--rss-seconds 60]
+    .venv/bin/python bench/bench_daemon.py [--quick] [--rss-seconds 60] [--fsync-delay-ms 2]
 
 1. Durable rows/s with 1, 4 and 16 concurrent clients (separate processes). Each mantisd
    client pipelines with a window of 256 unanswered rows; each baseline client appends
@@ -10,6 +10,10 @@
    row sent on its own, timed from send to its reply). Target: p99 < 10 ms.
 3. Daemon RSS (VmRSS, sampled every second) under sustained pipelined load for 60 s (10 s with
    --quick). Target: < 80 MB and flat.
+
+`--fsync-delay-ms` emulates a slower disk than this machine's (whose fsync is a write-back
+cache's ~0.2 ms): the run is re-executed under strace, which delays every fsync of the daemon
+and of the direct writers alike (seccomp-filtered, so other syscalls run untraced).
 
 Rows are about 600 bytes. Data goes to a temporary directory under `bench/data/` (git-ignored,
 removed afterwards); sockets under /tmp.
@@ -40,6 +44,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATA = ROOT / "bench" / "data"
 WINDOW = 256
+_UNDER_STRACE = "MANTIS_BENCH_UNDER_STRACE"
 OK_LINE = b'{"ok":true}\n'
 
 sys.path.insert(0, str(ROOT))
@@ -66,7 +71,6 @@ def row_line(client: int, n: int) -> bytes:
         "steps_executed": 12,
         "viable": 3,
         "error": None,
-        "pod": "gpu-7f9c",
     }  # fmt: skip
     return msgspec.json.encode(row) + b"\n"
 
@@ -271,14 +275,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs (RSS over 10 s)")
     parser.add_argument("--rss-seconds", type=float, default=None)
     parser.add_argument("--latency-seconds", type=float, default=None)
+    parser.add_argument("--fsync-delay-ms", type=float, default=0.0, help="slow every fsync")
     args = parser.parse_args()
+    if args.fsync_delay_ms and not os.environ.get(_UNDER_STRACE):
+        delay_us = round(args.fsync_delay_ms * 1000)
+        strace = ["strace", "-f", "--seccomp-bpf", "-qq", "-o", "/dev/null"]
+        strace += ["-e", "trace=fsync,fdatasync"]
+        strace += ["-e", f"inject=fsync,fdatasync:delay_exit={delay_us}"]
+        env = {**os.environ, _UNDER_STRACE: "1"}
+        os.execvpe("strace", [*strace, sys.executable, *sys.argv], env)
     rss_seconds = args.rss_seconds or (10.0 if args.quick else 60.0)
     latency_seconds = args.latency_seconds or (5.0 if args.quick else 15.0)
     scale = 0.5 if args.quick else 1.0
 
     BENCH_DATA.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-daemon-", dir=BENCH_DATA))
-    print(f"rows of {len(row_line(0, 0))} bytes; {os.cpu_count()} cores; data in {workdir}")
+    delay = f"; every fsync slowed by {args.fsync_delay_ms:g} ms" if args.fsync_delay_ms else ""
+    print(f"rows of {len(row_line(0, 0))} bytes; {os.cpu_count()} cores{delay}; data in {workdir}")
     try:
         print("\ndurable rows/s        mantisd (window 256)    direct write+fsync/row    ratio")
         for clients in (1, 4, 16):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -56,32 +56,47 @@ class ScanReport:
         return "; ".join(parts) or None
 
 
-def iter_chunks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
-    """The file's whole lines, last chunk first, in chunks of about `block_size` bytes.
+def iter_windows(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[tuple[bytearray, int, int]]:
+    """The file's whole lines, last ones first, as windows `(buffer, start, end)`.
 
-    A chunk is lines joined by `\\n` (in file order, no final `\\n`). Reads only up to the size
-    the file had when opened, so a concurrent append is not seen half-written. A last line
-    without `\\n` is still yielded (it may be a whole row).
+    `buffer[start:end]` is lines joined by `\\n` (in file order, no final `\\n`). The buffer is
+    reused: a window is valid until the next one is asked for (no allocation per block, no
+    copy but the read itself). Reads only up to the size the file had when opened, so a
+    concurrent append is not seen half-written. A last line without `\\n` is still a line.
     """
-    with open(path, "rb") as f:
-        pos = os.fstat(f.fileno()).st_size
-        carry = b""
-        at_end = True
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        pos = size
+        if size and os.pread(f.fileno(), 1, size - 1) == b"\n":
+            pos -= 1  # the file's final newline ends a line, it does not start one
+        buffer = bytearray(min(block_size, size))
+        if size and pos == 0:
+            yield buffer, 0, 0  # the file is one empty line
         while pos > 0:
-            start = max(0, pos - block_size)
-            f.seek(start)
-            chunk = f.read(pos - start) + carry
-            pos = start
-            if at_end and chunk.endswith(b"\n"):
-                chunk = chunk[:-1]  # the file's final newline ends a line, it does not start one
-            at_end = False
-            if pos > 0:
-                cut = chunk.find(b"\n")
-                if cut < 0:  # one line longer than a block: keep reading backwards
-                    carry = chunk
+            want = min(block_size, pos)
+            if len(buffer) < want:
+                buffer = bytearray(want)
+            offset = pos - want
+            view = memoryview(buffer)[:want]
+            got = os.preadv(f.fileno(), [view], offset)
+            view.release()
+            if got < want:
+                return  # truncated under us (a writer's rollback): nothing older is trusted
+            start = 0
+            if offset > 0:
+                cut = buffer.find(b"\n", 0, want)
+                if cut < 0:  # one line longer than the window: read more at once
+                    block_size *= 2
                     continue
-                carry, chunk = chunk[:cut], chunk[cut + 1 :]
-            yield chunk
+                start = cut + 1
+            yield buffer, start, want
+            pos = offset + start - 1 if offset > 0 else 0
+
+
+def iter_chunks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+    """`iter_windows` as bytes: lines joined by `\\n`, last chunk first."""
+    for buffer, start, end in iter_windows(path, block_size):
+        yield bytes(buffer[start:end])
 
 
 def iter_line_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[list[bytes]]:
@@ -92,7 +107,7 @@ def iter_line_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[list[
         yield lines
 
 
-def _plausible(line: bytes) -> bool:
+def _plausible(line: bytes | bytearray) -> bool:
     """Cheap check on lines a prefilter passes over: is this shaped like a JSON object?"""
     line = line.strip()
     return line.startswith(b"{") and line.endswith(b"}")
@@ -102,49 +117,50 @@ def _plausible(line: bytes) -> bool:
 _CANONICAL_BOUNDARY = b'}\n{"schema_version":'
 
 
-def _all_plausible(chunk: bytes) -> bool:
-    """True when every line of `chunk` is shaped like a JSON object, checked at C speed.
+def _all_plausible(buffer: bytearray, start: int, end: int) -> bool:
+    """True when every line of the window is shaped like a JSON object, checked at C speed.
 
     Only a fast path: False means "look line by line", not "there is a bad line".
     """
     return (
-        chunk.startswith(b"{")
-        and chunk.endswith(b"}")
-        and chunk.count(b"\n") == chunk.count(_CANONICAL_BOUNDARY)
+        buffer.startswith(b"{", start, end)
+        and buffer.endswith(b"}", start, end)
+        and buffer.count(b"\n", start, end) == buffer.count(_CANONICAL_BOUNDARY, start, end)
     )
 
 
-def _find_lines(chunk: bytes, needle: bytes) -> dict[int, bytes]:
-    """The lines of `chunk` that contain `needle`, keyed by their offset."""
-    found = {}
-    at = chunk.find(needle)
+def _find_lines(
+    buffer: bytearray, start: int, end: int, needle: bytes, found: dict[int, bytearray]
+) -> None:
+    """Add the window's lines that contain `needle` to `found`, keyed by their offset."""
+    at = buffer.find(needle, start, end)
     while at >= 0:
-        start = chunk.rfind(b"\n", 0, at) + 1
-        end = chunk.find(b"\n", at)
-        if end < 0:
-            end = len(chunk)
-        found[start] = chunk[start:end]
-        at = chunk.find(needle, end)
-    return found
+        line_start = buffer.rfind(b"\n", start, at) + 1 or start
+        line_end = buffer.find(b"\n", at, end)
+        if line_end < 0:
+            line_end = end
+        found[line_start] = buffer[line_start:line_end]
+        at = buffer.find(needle, line_end, end)
 
 
 def _candidates(
-    chunk: bytes, prefilter: bytes, report: ScanReport, shape_check: bool
-) -> list[bytes]:
-    """Lines of `chunk` (file order) that may hold a row the prefilter wants.
+    window: tuple[bytearray, int, int], prefilter: bytes, report: ScanReport, shape_check: bool
+) -> list[bytearray]:
+    """Lines of the window (file order) that may hold a row the prefilter wants.
 
     A line with an escape may spell the needle differently, so it is a candidate too. Other
     lines are only checked for shape (when `shape_check`), without decoding.
     """
-    found = _find_lines(chunk, prefilter)
-    if b"\\" in chunk:
-        found.update(_find_lines(chunk, b"\\"))
+    buffer, start, end = window
+    found: dict[int, bytearray] = {}
+    _find_lines(buffer, start, end, prefilter, found)
+    if buffer.find(b"\\", start, end) >= 0:
+        _find_lines(buffer, start, end, b"\\", found)
         found = dict(sorted(found.items()))
-    if shape_check and not _all_plausible(chunk):
-        wanted = set(found)
-        offset = 0
-        for line in chunk.split(b"\n"):
-            if offset not in wanted and not _plausible(line):
+    if shape_check and not _all_plausible(buffer, start, end):
+        offset = start
+        for line in buffer[start:end].split(b"\n"):
+            if offset not in found and not _plausible(line):
                 report.bad_lines += 1
             offset += len(line) + 1
     return list(found.values())
@@ -167,7 +183,7 @@ class Scanner:
                 (msgspec.json.Decoder(fallback), msgspec.json.Decoder(list[fallback]))  # type: ignore[valid-type]
             )
 
-    def decode_block(self, lines: list[bytes], report: ScanReport) -> list[Any]:
+    def decode_block(self, lines: Sequence[bytes | bytearray], report: ScanReport) -> list[Any]:
         """Decode lines (in order); bad ones are dropped and counted."""
         if not lines:
             return []
@@ -219,11 +235,12 @@ class Scanner:
                 on_shard(index, len(shards), month)
             report.shards_read += 1
             try:
-                for chunk in iter_chunks(path):
+                for window in iter_windows(path):
                     if prefilter is None:
-                        lines = chunk.split(b"\n")
+                        buffer, start, end = window
+                        lines = buffer[start:end].split(b"\n")
                     else:
-                        lines = _candidates(chunk, prefilter, report, shape_check)
+                        lines = _candidates(window, prefilter, report, shape_check)
                     rows = self.decode_block(lines, report)
                     rows.reverse()
                     keys = list(map(hash, map(_run_id, rows)))

@@ -6,8 +6,13 @@ buckets with per-workflow scales, ~10% failed runs, ~600-byte lines. Each shard 
 agree. Deterministic for a given `seed` and `end`. Written in big chunks, not row by row with
 fsync: this is disposable data, not the durable path.
 
-Layer 1 (stdlib + msgspec). Options are keyword-only so that new knobs (say, "slow one bucket
-down after date D") can be added without breaking callers.
+A known regression can be planted for `compare` / `trend` demos and tests: `slow_bucket`
+takes `slow_factor` times as long in runs that finished at or after `slow_since` (of
+`slow_workflow` only, or of every workflow). The random draws are the same with or without it,
+so the rest of the data is identical byte for byte.
+
+Layer 1 (stdlib + msgspec). Options are keyword-only so that new knobs can be added without
+breaking callers.
 """
 
 from __future__ import annotations
@@ -135,11 +140,41 @@ def _stamp(epoch: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def _row(rng: random.Random, wf: WorkflowProfile, finished: int, failed: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Slowdown:
+    """`bucket` takes `factor` times as long from `since` (epoch seconds) on, in `workflow`'s
+    runs (None: every workflow's)."""
+
+    bucket: str
+    factor: float
+    since: float
+    workflow: str | None
+
+    def factor_for(self, wf: WorkflowProfile, finished: int) -> float:
+        if finished >= self.since and self.workflow in (None, wf.workflow_id):
+            return self.factor
+        return 1.0
+
+
+def _row(
+    rng: random.Random,
+    wf: WorkflowProfile,
+    finished: int,
+    failed: bool,
+    slow: tuple[str, float] = ("", 1.0),
+) -> dict[str, Any]:
     gauss = rng.gauss
     cut = rng.uniform(0.1, 1.0) if failed else 1.0  # a failed run stops part-way through
+    slow_bucket, slow_factor = slow
     breakdown = {
-        b: round(math.exp(gauss(0.0, BUCKET_SIGMAS[b])) * wf.medians[b] * cut, 3) for b in BUCKETS
+        b: round(
+            math.exp(gauss(0.0, BUCKET_SIGMAS[b]))
+            * wf.medians[b]
+            * cut
+            * (slow_factor if b == slow_bucket else 1.0),
+            3,
+        )
+        for b in BUCKETS
     }
     total = round(sum(breakdown.values()) + rng.uniform(0.0, 2.0), 3)
     steps = rng.randint(4, 20)
@@ -177,14 +212,20 @@ def sample_chunks(
     seed: int = 0,
     end: dt.datetime | None = None,
     failed_share: float = 0.1,
+    slow_bucket: str | None = None,
+    slow_factor: float = 1.3,
+    slow_since: dt.datetime | None = None,
+    slow_workflow: str | None = None,
 ) -> Iterator[tuple[str, bytes]]:
     """(`YYYY-MM`, JSONL bytes) chunks, each month's rows in `finished_at` order.
 
     Rows are spread evenly in time over the `months` months that end at `end` (default: now),
     so a partial last month gets its share; popularity of workflow k is about 1/k.
+    `slow_*`: see the module's docstring (`slow_since` None: from the start).
     """
     if rows < 0 or months < 1 or workflows < 1:
         raise ValueError("rows must be >= 0, months and workflows >= 1")
+    slowdown = _slowdown(slow_bucket, slow_factor, slow_since, slow_workflow, workflows)
     rng = random.Random(seed)
     profiles = _profiles(rng, workflows)
     weights = [1.0 / (k + 1) for k in range(workflows)]
@@ -205,10 +246,37 @@ def sample_chunks(
             part = stamps[at : at + CHUNK_ROWS]
             chosen = rng.choices(profiles, cum_weights=cum_weights, k=len(part))
             batch = [
-                _row(rng, wf, finished, rng.random() < failed_share)
+                _row(
+                    rng,
+                    wf,
+                    finished,
+                    rng.random() < failed_share,
+                    (slowdown.bucket, slowdown.factor_for(wf, finished)) if slowdown else ("", 1.0),
+                )
                 for wf, finished in zip(chosen, part, strict=True)
             ]
             yield month, encoder.encode_lines(batch)
+
+
+def _slowdown(
+    bucket: str | None,
+    factor: float,
+    since: dt.datetime | None,
+    workflow: str | None,
+    workflows: int,
+) -> Slowdown | None:
+    if bucket is None:
+        if since is not None or workflow is not None:
+            raise ValueError("slow_since and slow_workflow need a slow_bucket")
+        return None
+    if bucket not in BUCKETS:
+        raise ValueError(f"slow_bucket {bucket!r} is not one of {', '.join(BUCKETS)}")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"slow_factor must be a positive number, not {factor}")
+    if workflow is not None and workflow not in workflow_ids(workflows):
+        raise ValueError(f"slow_workflow {workflow!r} is not one of the {workflows} workflows")
+    start = -math.inf if since is None else since.timestamp()
+    return Slowdown(bucket, factor, start, workflow)
 
 
 def generate(
@@ -220,10 +288,14 @@ def generate(
     seed: int = 0,
     end: dt.datetime | None = None,
     failed_share: float = 0.1,
+    slow_bucket: str | None = None,
+    slow_factor: float = 1.3,
+    slow_since: dt.datetime | None = None,
+    slow_workflow: str | None = None,
 ) -> list[Path]:
     """Write sample shards under `data_dir`; refuses to touch a shard that already exists.
 
-    Returns the shard paths written, oldest month first.
+    Returns the shard paths written, oldest month first. Options: see `sample_chunks`.
     """
     runs_log_dir(data_dir).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -236,6 +308,10 @@ def generate(
             seed=seed,
             end=end,
             failed_share=failed_share,
+            slow_bucket=slow_bucket,
+            slow_factor=slow_factor,
+            slow_since=slow_since,
+            slow_workflow=slow_workflow,
         ):
             path = shard_path(data_dir, month)
             if not written or written[-1] != path:

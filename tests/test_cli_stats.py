@@ -289,6 +289,7 @@ def test_bad_lines_are_skipped_and_counted(runner: CliRunner, data_dir: Path) ->
         golden_run(7).replace(b'"total_time_s":560.0', b'"total_time_s":"slow"'),
         golden_run(8).replace(b'"status":"succeeded"', b'"status":"paused"'),
         golden_run(9).replace(b'"total_time_s":720.0', b'"total_time_s":-1'),
+        golden_run(10).replace(b'"think":200.0', b'"think":null'),
         b"{}\n",  # an object, but without the workflow id: never a candidate
     ]
     write_golden(data_dir)
@@ -297,7 +298,7 @@ def test_bad_lines_are_skipped_and_counted(runner: CliRunner, data_dir: Path) ->
     assert result.exit_code == 0, result.output
     assert result.stdout == GOLDEN_TABLE
     # lines that mention the workflow and are not valid rows are counted
-    assert result.stderr == "warning: skipped 5 unreadable line(s)\n"
+    assert result.stderr == "warning: skipped 6 unreadable line(s)\n"
 
 
 def test_rows_written_by_other_tools_are_read(runner: CliRunner, data_dir: Path) -> None:

@@ -9,6 +9,7 @@ get a daemon that accepts and never answers, or that answers garbage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -60,8 +61,10 @@ class ProtocolServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     closes the connection.
     """
 
-    daemon_threads = True
-    block_on_close = False
+    # server_close() joins the handler threads, after `stop` has cut their connections: a
+    # test must not leave a thread behind (forking code elsewhere refuses to fork beside one).
+    daemon_threads = False
+    block_on_close = True
 
     def __init__(self, path: Path, respond: Responder, *, close_after_reply: bool = False):
         self.path = path
@@ -69,11 +72,28 @@ class ProtocolServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
         self.close_after_reply = close_after_reply
         self.received: list[bytes] = []
         self.connections = 0
+        self.open_requests: set[socket.socket] = set()
         super().__init__(str(path), _LineHandler)
+
+    def stop(self) -> None:
+        self.shutdown()
+        for request in list(self.open_requests):
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
+        self.server_close()
 
 
 class _LineHandler(socketserver.StreamRequestHandler):
     server: ProtocolServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.open_requests.add(self.request)
+
+    def finish(self) -> None:
+        self.server.open_requests.discard(self.request)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def handle(self) -> None:
         self.server.connections += 1
@@ -102,8 +122,7 @@ def serve(short_tmp: Path) -> Iterator[Callable[..., ProtocolServer]]:
 
     yield start
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def never_answer(line: bytes) -> None:

@@ -251,6 +251,9 @@ def test_peer_not_allowed_is_refused(
         assert all_run_ids(data_dir) == []
     with running_daemon(short_tmp / "m.sock", data_dir, "--allow-uid", str(os.getuid())) as d:
         good_row_succeeds(d, row_factory)
+    allow_gid = ("--allow-uid", str(other), "--allow-gid", str(os.getgid()))
+    with running_daemon(short_tmp / "m.sock", data_dir, *allow_gid) as d:
+        good_row_succeeds(d, row_factory)
 
 
 def test_status_command(daemon: DaemonProcess, row_factory: RowFactory) -> None:
@@ -300,3 +303,48 @@ def test_stale_socket_replaced_and_live_daemon_refused(
         assert second.returncode != 0
         assert "already listening on" in second.stderr
         good_row_succeeds(d, row_factory)  # the second one did not take the socket away
+
+
+def test_rejected_rows_are_bounded(short_tmp: Path, data_dir: Path) -> None:
+    budget = 8192
+    with running_daemon(short_tmp / "m.sock", data_dir, "--rejected-max-bytes", str(budget)) as d:
+        replies = d.send_rows([b'{"bad": "%d"}' % i for i in range(500)])
+        assert all(r["kind"] == "invalid" for r in replies)
+    rejected = data_dir / "runs_log" / "rejected"
+    files = sorted(p.name for p in rejected.iterdir())
+    assert files == ["rejected.jsonl", "rejected.jsonl.1"]
+    assert sum(p.stat().st_size for p in rejected.iterdir()) <= budget
+    assert not list((data_dir / "runs_log").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_signals_stop_cleanly(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory, signum: str
+) -> None:
+    import signal
+
+    with running_daemon(short_tmp / "m.sock", data_dir) as d:
+        good_row_succeeds(d, row_factory)
+        assert d.stop(getattr(signal, signum)) == 0
+    assert "stopped: 1 rows written" in d.stderr
+
+
+def test_state_directory_is_the_default_data_dir(
+    short_tmp: Path, tmp_path: Path, row_factory: RowFactory
+) -> None:
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "mantisd.daemon", "--socket", str(short_tmp / "m.sock")]
+    env = {"STATE_DIRECTORY": str(state), "MANTIS_DATA_DIR": ""}
+    with running_daemon(short_tmp / "m.sock", state, command=command, env=env) as d:
+        assert f"data dir {state}" in d.stderr
+        good_row_succeeds(d, row_factory)
+
+
+def test_settings_from_environment(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    env = {"MANTISD_MAX_LINE_BYTES": "1024", "MANTISD_ALLOW_UID": f"{os.getuid()} 4242"}
+    with running_daemon(short_tmp / "m.sock", data_dir, env=env) as d:
+        (reply,) = d.send_rows([row_factory(padding="x" * 2000)])
+        assert reply["kind"] == "limit" and "1024" in reply["error"]
+        good_row_succeeds(d, row_factory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -249,4 +250,58 @@ def test_kill_9_under_load_then_restart_after_torn_tail(
     assert [msgspec.json.decode(line)["run_id"] for line in lines[-10:]] == [
         r["run_id"] for r in rows
     ]
+    assert set(acked) <= set(all_run_ids(data_dir))
+
+
+@pytest.mark.slow
+def test_watchdog_pings_stop_while_the_writer_is_stuck(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """A batch stuck in fsync longer than the watchdog period withholds WATCHDOG=1."""
+    notify = NotifyListener(str(short_tmp / "notify"))
+    # fsync #1, #2: the first row's new shard and its directory; #3 hangs for 2.5 s.
+    wrapper = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync"]
+    wrapper += ["-e", "inject=fsync:delay_enter=2500000:when=3"]
+    env = {"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "400000"}
+    with running_daemon(short_tmp / "m.sock", data_dir, wrapper=wrapper, env=env) as d:
+        notify.wait_for("READY=1")
+        assert d.send_rows([row_factory()]) == [OK]
+        stuck = threading.Thread(target=d.send_rows, args=([row_factory()],))
+        stuck.start()
+        wait_for(lambda: d.status()["writer_busy"], timeout=5)
+        time.sleep(0.5)  # past one watchdog period: pings must have stopped by now
+        notify.collect()  # drain what was sent before
+        notify.messages.clear()
+        time.sleep(1.0)
+        assert "WATCHDOG=1" not in notify.collect()
+        stuck.join(10)
+        notify.messages.clear()
+        notify.wait_for("WATCHDOG=1", timeout=5)  # progress again: pings resume
+    assert "watchdog pings withheld" in d.stderr
+    notify.sock.close()
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_writer_is_stuck_answers_and_drains(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """Rows queued behind a slow fsync are still written and acked; rows the full queue could
+    not take are answered `unavailable`; exit 0."""
+    wrapper = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync"]
+    wrapper += ["-e", "inject=fsync:delay_enter=1500000:when=3"]
+    args = ("--queue-size", "16", "--batch-max-rows", "8")
+    with running_daemon(short_tmp / "m.sock", data_dir, *args, wrapper=wrapper) as d:
+        assert d.send_rows([row_factory()]) == [OK]
+        rows = [row_factory() for _ in range(200)]
+        replies: list[dict[str, Any]] = []
+        client = threading.Thread(target=lambda: replies.extend(d.send_rows(rows)))
+        client.start()
+        wait_for(lambda: d.status()["queue_depth"] == 16, timeout=10)
+        d.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert d.proc.wait(30) == 0
+    kinds = collections.Counter("ok" if r == OK else r["kind"] for r in replies)
+    assert kinds["ok"] >= 16 and kinds["unavailable"] >= 1
+    assert set(kinds) <= {"ok", "unavailable"}
+    acked = [row["run_id"] for row, reply in zip(rows, replies, strict=False) if reply == OK]
     assert set(acked) <= set(all_run_ids(data_dir))

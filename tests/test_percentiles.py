@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from mantisd.stats.percentiles import percentile, percentiles
+from mantisd.stats.percentiles import kth_smallest, percentile, percentiles, percentiles_of_runs
 
 
 def reference(values: list[float]) -> list[float]:
@@ -76,3 +76,27 @@ def test_percentile_outside_range_is_an_error(p: int) -> None:
 def test_no_values_is_an_error() -> None:
     with pytest.raises(ValueError):
         percentiles([])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_percentiles_of_sorted_runs_equal_sorting_everything(seed: int) -> None:
+    rng = random.Random(seed)
+    runs = [
+        sorted(float(rng.randrange(20)) if seed % 2 else rng.random() for _ in range(size))
+        for size in [rng.choice([0, 1, 2, 5, 50, 300]) for _ in range(rng.randint(1, 8))]
+    ]
+    everything = [v for run in runs for v in run]
+    if not everything:
+        runs.append([1.5])
+        everything = [1.5]
+    ps = tuple(range(0, 101))
+    assert percentiles_of_runs(runs, ps) == percentiles(everything, ps)
+    ordered = sorted(everything)
+    assert [kth_smallest(runs, k) for k in range(len(ordered))] == ordered
+
+
+def test_percentiles_of_no_runs_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        percentiles_of_runs([[], []])
+    with pytest.raises(ValueError):
+        kth_smallest([[1.0]], 1)

@@ -69,11 +69,11 @@ def naive(data_dir: Path, query: StatsQuery) -> tuple[int, dict[str, list[float]
         count += 1
         if count == query.last:
             break
-    return count, seconds
+    return count, {k: sorted(v) for k, v in seconds.items()}
 
 
 def as_lists(selection: Selection) -> tuple[int, dict[str, list[float]]]:
-    return selection.run_count, {k: list(v) for k, v in selection.seconds.items()}
+    return selection.run_count, {k: selection.values(k) for k in selection.sorted_runs}
 
 
 @pytest.mark.parametrize("last", [1, 100, 299, 300, 450, 700, 1200, 5000])
@@ -134,17 +134,19 @@ def test_duplicate_across_shards_keeps_the_newest(data_dir: Path) -> None:
     for workers in (1, 2):
         selection = select(data_dir, StatsQuery(GOLDEN, last=10), workers=workers)
         assert selection.run_count == 2
-        assert list(selection.seconds["think"]) == [2.0, 3.0]
+        assert selection.values("think") == [2.0, 3.0]
         assert selection.report.duplicates == 1
 
 
-def test_bucket_stats_in_workers_equal_here() -> None:
+def test_bucket_stats_over_sorted_runs_equal_one_sort() -> None:
     rng = random.Random(1)
-    seconds = {b: array("d", [rng.random() for _ in range(50_000)]) for b in ("a", "b", "c")}
-    seconds["total_time_s"] = array("d", [rng.random() * 3 for _ in range(50_000)])
-    assert bucket_stats(seconds, ["a", "b", "c"], workers=2) == bucket_stats(
-        seconds, ["a", "b", "c"], workers=1
-    )
+    runs = {
+        b: [array("d", sorted(rng.random() for _ in range(n))) for n in (500, 0, 1, 2000)]
+        for b in ("a", "b", "total_time_s")
+    }
+    flat = {b: [array("d", sorted(v for run in rs for v in run))] for b, rs in runs.items()}
+    assert bucket_stats(runs, ["a", "b", "c"]) == bucket_stats(flat, ["a", "b", "c"])
+    assert [s.bucket for s in bucket_stats(runs, ["a", "b", "c"])][-2:] == ["c", "total_time_s"]
 
 
 def test_query_rejects_last_below_one() -> None:

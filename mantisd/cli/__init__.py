@@ -1,4 +1,4 @@
-"""`mantis`: the operator's command line (`mantis runs stats`, `mantis dev generate`, ...).
+"""`mantis`: the operator's command line (`mantis runs stats|compare|trend`, `mantis dev ...`).
 
 Only click is imported here; each command imports its machinery when it runs, so that
 `mantis --help` stays fast. Never imports anyio (design.md, layer 4).
@@ -9,8 +9,10 @@ from __future__ import annotations
 import click
 
 from mantisd import __version__
+from mantisd.cli.compare import compare
 from mantisd.cli.dev import dev
 from mantisd.cli.stats import stats
+from mantisd.cli.trend import trend
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,10 +23,13 @@ def mantis() -> None:
 
 @mantis.group()
 def runs() -> None:
-    """Cross-run analytics over the run log: percentiles per wall-time bucket."""
+    """Cross-run analytics over the run log: percentiles per wall-time bucket, regressions
+    between two windows, and trends over time."""
 
 
 runs.add_command(stats)
+runs.add_command(compare)
+runs.add_command(trend)
 mantis.add_command(dev)
 
 

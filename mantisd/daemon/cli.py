@@ -46,10 +46,8 @@ def _data_dir(explicit: Path | None) -> Path:
     return resolve_data_dir(explicit)
 
 
-def _socket(explicit: Path | None) -> Path | None:
-    """None under socket activation (the socket comes from systemd), else the path to bind."""
-    if explicit is None and os.environ.get("LISTEN_FDS"):
-        return None
+def _socket(explicit: Path | None) -> Path:
+    """The path to bind when systemd passed no socket (its socket, if any, always wins)."""
     return resolve_socket_path(explicit)
 
 

@@ -8,6 +8,7 @@ queue is bounded, so a client that never reads its replies blocks only its own r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,14 +73,23 @@ class Connection:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_replies, replies_out, tg.cancel_scope)
                 async with replies_in, self.queue:
-                    with self.reading:
-                        await self._read_requests(replies_in)
+                    await self._read_requests(replies_in)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.stream.aclose()
 
     async def _read_requests(self, replies: MemoryObjectSendStream[Ticket]) -> None:
         buffered = BufferedByteReceiveStream(self.stream)
+        try:
+            with self.reading:
+                await self._read_lines(buffered, replies)
+        finally:
+            if self.reading.cancel_called:
+                self._answer_buffered(buffered, replies)
+
+    async def _read_lines(
+        self, buffered: BufferedByteReceiveStream, replies: MemoryObjectSendStream[Ticket]
+    ) -> None:
         limit = self.config.max_line_bytes
         while True:
             self._push_idle_deadline()
@@ -98,34 +108,64 @@ class Connection:
                 self._reject("limit", reason, line)
                 await self._send_ticket(replies, Ticket(reply=failure("limit", reason)))
                 return
-            await self._handle(line, replies)
+            ticket, job = self._take(line)
+            await self._send_ticket(replies, ticket)
+            if job is not None:
+                await self._enqueue(job)
 
-    async def _handle(self, line: bytes, replies: MemoryObjectSendStream[Ticket]) -> None:
+    def _answer_buffered(
+        self, buffered: BufferedByteReceiveStream, replies: MemoryObjectSendStream[Ticket]
+    ) -> None:
+        """On shutdown, whole lines already received are still taken (the writer drains them);
+        without waiting: whatever does not fit at once is left unanswered (the client falls
+        back to a direct write)."""
+        pending = buffered.buffer
+        limit = self.config.max_line_bytes
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0 and end - start <= limit:
+            ticket, job = self._take(pending[start:end])
+            start = end + 1
+            try:
+                replies.send_nowait(ticket)
+            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            if job is not None:
+                try:
+                    self.queue.send_nowait(job)
+                except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    ticket.resolve(UNAVAILABLE_STOPPING)
+
+    def _take(self, line: bytes) -> tuple[Ticket, Job | None]:
+        """A request line's ticket, answered at once, or with a job for the writer."""
         if len(line) <= _MAX_CONTROL_LINE and b'"op"' in line:
             reply = self._control(line)
             if reply is not None:
-                await self._send_ticket(replies, Ticket(reply=reply))
-                return
+                return Ticket(reply=reply), None
         try:
             row = validate(line)
         except (RowError, UnicodeDecodeError) as exc:
             reason = "row: not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
             self._reject("invalid", reason, line)
-            await self._send_ticket(replies, Ticket(reply=failure("invalid", reason)))
-            return
+            return Ticket(reply=failure("invalid", reason)), None
         ticket = Ticket(self.waiter)
-        await self._send_ticket(replies, ticket)
-        job = Job(row, ticket)
+        return ticket, Job(row, ticket)
+
+    async def _enqueue(self, job: Job) -> None:
         try:
             self.queue.send_nowait(job)
+            return
         except anyio.WouldBlock:
-            try:
-                await self.queue.send(job)  # a full queue: backpressure on this reader
-            except BaseException:
-                ticket.resolve(UNAVAILABLE_STOPPING)
-                raise
+            pass
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            ticket.resolve(UNAVAILABLE_STOPPING)
+            job.ticket.resolve(UNAVAILABLE_STOPPING)
+            return
+        try:
+            await self.queue.send(job)  # a full queue: backpressure on this reader
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            job.ticket.resolve(UNAVAILABLE_STOPPING)
+        except BaseException:  # cancelled (shutdown, idle): the row was not taken
+            job.ticket.resolve(UNAVAILABLE_STOPPING)
+            raise
 
     @staticmethod
     async def _send_ticket(replies: MemoryObjectSendStream[Ticket], ticket: Ticket) -> None:
@@ -151,10 +191,10 @@ class Connection:
         self.rejected.record(kind, reason, line)
 
     def _push_idle_deadline(self) -> None:
-        now = anyio.current_time()
+        now = time.monotonic()  # cheap; anyio's clock is only read when the deadline moves
         if now - self._idle_pushed >= _IDLE_GRANULARITY:
             self._idle_pushed = now
-            self.reading.deadline = now + self.config.idle_timeout
+            self.reading.deadline = anyio.current_time() + self.config.idle_timeout
 
     async def _write_replies(
         self, tickets: MemoryObjectReceiveStream[Ticket], connection: anyio.CancelScope

@@ -19,10 +19,8 @@ def _unescape(field: str) -> str:
 
 
 def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The fstype of the mount holding `path` (or its nearest existing parent)."""
+    """The fstype of the mount holding `path` (which need not exist yet)."""
     target = Path(os.path.realpath(path))
-    while not target.exists() and target != target.parent:
-        target = target.parent
     best, fstype = "", None
     try:
         with open(mountinfo, encoding="utf-8", errors="replace") as f:

@@ -53,17 +53,25 @@ def systemd_socket(environ: MutableMapping[str, str] | None = None) -> socket.so
     if not count.isdigit() or int(count) < 1:
         return None
     labels = names.split(":") if names else []
-    chosen: socket.socket | None = None
+    candidates: list[tuple[str, socket.socket]] = []
     for index, fd in enumerate(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count))):
-        os.set_inheritable(fd, False)
-        sock = socket.socket(fileno=fd)
         label = labels[index] if index < len(labels) else "unknown"
-        if chosen is None and sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
-            logger.debug("using socket fd %d (%s) from systemd", fd, label)
-            chosen = sock
+        try:
+            os.set_inheritable(fd, False)
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            logger.warning("ignoring fd %d (%s) from systemd: %s", fd, label, exc.strerror)
+            continue
+        if sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
+            candidates.append((label, sock))
         else:
             logger.warning("ignoring fd %d (%s) from systemd: not a Unix stream socket", fd, label)
             sock.detach()  # leave fds we do not use alone
+    # The socket named after us (FileDescriptorName=mantisd) if there is one, else the first.
+    candidates.sort(key=lambda item: not item[0].startswith("mantisd"))
+    chosen = candidates[0][1] if candidates else None
+    for _, extra in candidates[1:]:
+        extra.detach()
     if chosen is None:
         raise ListenError("systemd passed LISTEN_FDS but no Unix stream socket")
     return chosen

@@ -47,6 +47,7 @@ class Server:
         self._stop = anyio.Event()
         self._all_closed = anyio.Event()
         self._connections: set[Connection] = set()
+        self._drain: anyio.CancelScope | None = None
         self._queue_send, self._queue_receive = anyio.create_memory_object_stream[Job](
             config.queue_size
         )
@@ -95,6 +96,7 @@ class Server:
         if not self._connections:
             self._all_closed.set()
         with anyio.move_on_after(self.config.drain_timeout, shield=True) as drain:
+            self._drain = drain  # a second signal cancels it (the shield keeps others out)
             await self._all_closed.wait()
             await self.writer.done.wait()
         if drain.cancelled_caught:
@@ -112,6 +114,8 @@ class Server:
             async for signum in signals:
                 if self._stop.is_set():
                     logger.warning("second %s: stopping without draining", signum.name)
+                    if self._drain is not None:
+                        self._drain.cancel()
                     tg.cancel_scope.cancel()
                     return
                 logger.info("%s received", signum.name)
@@ -161,6 +165,8 @@ class Server:
         self.counters.connections_total += 1
         try:
             await connection.serve()
+        except Exception:  # one connection's bug must never stop the daemon
+            logger.exception("connection failed")
         finally:
             self._connections.discard(connection)
             self.counters.connections = len(self._connections)

@@ -64,6 +64,7 @@ class Writer:
         self.busy_since: float | None = None
         self.done = anyio.Event()
         self._failing: set[Path] = set()
+        self._shards: dict[str, Path] = {}
 
     async def run(self, queue: MemoryObjectReceiveStream[Job]) -> None:
         try:
@@ -84,9 +85,10 @@ class Writer:
 
     async def commit(self, batch: list[Job]) -> None:
         """Write one batch and answer each of its rows."""
-        groups: dict[Path, list[Job]] = {}
+        by_month: dict[str, list[Job]] = {}
         for job in batch:
-            groups.setdefault(shard_path(self.data_dir, job.row.month), []).append(job)
+            by_month.setdefault(job.row.month, []).append(job)
+        groups = {self._shard(month): jobs for month, jobs in by_month.items()}
         payloads = [(path, b"".join(job.row.line for job in jobs)) for path, jobs in groups.items()]
         self.busy_since = time.monotonic()
         try:
@@ -107,6 +109,15 @@ class Writer:
                 reply = failure("storage", outcome.error)
                 for job in jobs:
                     job.ticket.resolve(reply)
+
+    def _shard(self, month: str) -> Path:
+        """`mantisd.paths.shard_path`, remembered: pathlib per row would cost more than fsync."""
+        path = self._shards.get(month)
+        if path is None:
+            if len(self._shards) > 64:
+                self._shards.clear()
+            path = self._shards[month] = shard_path(self.data_dir, month)
+        return path
 
     def _failed(self, path: Path, error: str, rows: int) -> None:
         self.counters.storage_errors += 1

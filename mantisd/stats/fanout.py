@@ -26,12 +26,14 @@ def fan_out(work: Callable[[Item], T], items: Sequence[Item], *, workers: int) -
     """`work(item)` for each item, in order; worker k takes items k, k+workers, ...
 
     Results are computed ahead of the consumer (at most a pipe's worth per worker). Closing
-    the generator early ends the workers.
+    the generator early ends the workers. A process with other threads is never forked (a
+    child could inherit a lock another thread holds): the items are then computed here.
     """
     import pickle
+    import threading
 
     workers = max(1, min(workers, len(items)))
-    if workers == 1:
+    if workers == 1 or threading.active_count() > 1:
         for item in items:
             yield work(item)
         return

@@ -9,6 +9,7 @@ percentile; `statistics.quantiles` wants two).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 
 #: The percentiles `mantis runs stats` reports.
@@ -32,3 +33,53 @@ def percentiles(values: Iterable[float], ps: Sequence[int] = REPORTED) -> tuple[
     """Several percentiles of unsorted `values` (sorted once)."""
     ordered = sorted(values)
     return tuple(percentile(ordered, p) for p in ps)
+
+
+def kth_smallest(runs: Sequence[Sequence[float]], k: int) -> float:
+    """The `k`-th smallest value (0-based) of several sorted sequences, without merging them.
+
+    Narrows a candidate range in each run around a pivot (the middle of the widest range),
+    counting with `bisect` across runs: O(runs² · log n) probes, nothing copied.
+    """
+    lows = [0] * len(runs)
+    highs = [len(run) for run in runs]
+    if not 0 <= k < sum(highs):
+        raise ValueError(f"rank {k} is outside the {sum(highs)} values")
+    while True:
+        widest = max(range(len(runs)), key=lambda i: highs[i] - lows[i])
+        pivot = runs[widest][(lows[widest] + highs[widest]) // 2]
+        below = [bisect_left(run, pivot) for run in runs]
+        if k < sum(below):
+            highs = [min(h, b) for h, b in zip(highs, below, strict=True)]
+            continue
+        through = [bisect_right(run, pivot) for run in runs]
+        if k < sum(through):
+            return pivot
+        lows = [max(low, t) for low, t in zip(lows, through, strict=True)]
+
+
+def percentiles_of_runs(
+    runs: Sequence[Sequence[float]], ps: Sequence[int] = REPORTED
+) -> tuple[float, ...]:
+    """`percentiles` of the union of already sorted runs (e.g. one per month shard).
+
+    Same ranks and formula as `percentile`, so the same floats as sorting everything.
+    """
+    runs = [run for run in runs if len(run)]
+    if len(runs) == 1:
+        return tuple(percentile(runs[0], p) for p in ps)
+    n = sum(map(len, runs))
+    if n == 0:
+        raise ValueError("percentile of no values")
+    result = []
+    for p in ps:
+        if not 0 <= p <= 100:
+            raise ValueError(f"percentile {p} is outside 0..100")
+        j, delta = divmod(p * (n - 1), 100)
+        low = kth_smallest(runs, j)
+        if delta == 0:
+            result.append(low)
+        else:
+            high = kth_smallest(runs, j + 1)
+            result.append((low * (100 - delta) + high * delta) / 100)
+    return tuple(result)

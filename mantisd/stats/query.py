@@ -1,8 +1,9 @@
 """Which rows `mantis runs stats` aggregates, and their seconds per bucket.
 
-"Last N" is the N most recently logged rows that pass the workflow, status and `--since`
-filters: the reader's order (newest shard first, later lines first). The scan stops as soon as
-it holds N rows, so the default query costs the same however many old months are kept.
+"Last N" is the N most recently logged rows that pass the workflow, status and time-window
+(`since <= finished_at < until`) filters: the reader's order (newest shard first, later lines
+first). The scan stops as soon as it holds N rows, so the default query costs the same however
+many old months are kept. `select_periods` (for `trend`) splits a window into periods instead.
 
 Speed: rows are decoded a block at a time into lean structs that hold only what the query
 needs; the nine usual buckets decode into a struct (no per-row dict) and are gathered column by
@@ -11,13 +12,17 @@ column at C speed. A row with another bucket name falls back to a dict, in a slo
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import gc
+import itertools
+import sys
 from array import array
-from collections.abc import Callable, Generator, Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,21 +34,22 @@ from mantisd.schema import BUCKETS, TOTAL, Seconds, Timestamp
 from mantisd.stats.fanout import default_workers, fan_out
 
 Status = Literal["succeeded", "failed"]
-MaybeSeconds = Seconds | None
+MaybeSeconds = Seconds | msgspec.UnsetType
 
 
 class NineBuckets(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """The page's nine buckets; a missing one is None. Any other bucket name refuses the row."""
+    """The page's nine buckets; a missing one is UNSET (an explicit null is invalid, as in
+    `Row`). Any other bucket name refuses the row, which then decodes with a dict."""
 
-    think: MaybeSeconds = None
-    claude_extract: MaybeSeconds = None
-    settle: MaybeSeconds = None
-    claude_ground: MaybeSeconds = None
-    perceive: MaybeSeconds = None
-    load: MaybeSeconds = None
-    act: MaybeSeconds = None
-    claude_verify: MaybeSeconds = None
-    overhead: MaybeSeconds = None
+    think: MaybeSeconds = msgspec.UNSET
+    claude_extract: MaybeSeconds = msgspec.UNSET
+    settle: MaybeSeconds = msgspec.UNSET
+    claude_ground: MaybeSeconds = msgspec.UNSET
+    perceive: MaybeSeconds = msgspec.UNSET
+    load: MaybeSeconds = msgspec.UNSET
+    act: MaybeSeconds = msgspec.UNSET
+    claude_verify: MaybeSeconds = msgspec.UNSET
+    overhead: MaybeSeconds = msgspec.UNSET
 
 
 assert NineBuckets.__struct_fields__ == BUCKETS
@@ -77,12 +83,16 @@ class _AnyTimedRun(_AnyRun, gc=False):
 
 @dataclass(frozen=True)
 class StatsQuery:
-    """What to aggregate: `status` None means every terminal status."""
+    """What to aggregate: `status` None means every terminal status.
+
+    The window is `since <= finished_at < until` (either edge may be open).
+    """
 
     workflow_id: str
     last: int = 100
     status: str | None = "succeeded"
     since: dt.datetime | None = None
+    until: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         if self.last < 1:
@@ -91,36 +101,64 @@ class StatsQuery:
 
 @dataclass
 class Selection:
-    """The selected runs' seconds: one array per bucket (`TOTAL` included), in scan order.
+    """The selected runs' seconds per bucket (`TOTAL` included), as sorted runs.
 
-    A bucket's array holds only the runs that reported it, so it may be shorter than
-    `run_count`.
+    `sorted_runs[bucket]` holds one sorted array per shard that contributed: percentiles are
+    taken over their union without merging them (`percentiles_of_runs`), and the sorting
+    happened in the workers that read the shards. A bucket counts only the runs that
+    reported it, so it may hold fewer than `run_count` values.
     """
 
     run_count: int = 0
-    seconds: dict[str, array[float]] = field(default_factory=dict)
+    sorted_runs: dict[str, list[array[float]]] = field(default_factory=dict)
     report: ScanReport = field(default_factory=ScanReport)
+
+    def count(self, bucket: str) -> int:
+        """How many selected runs reported `bucket`."""
+        return sum(map(len, self.sorted_runs.get(bucket, ())))
+
+    def values(self, bucket: str) -> list[float]:
+        """Every value of `bucket`, sorted (for tests and small selections)."""
+        return sorted(v for run in self.sorted_runs.get(bucket, ()) for v in run)
 
 
 @dataclass
 class ShardPart:
     """One shard's matching runs, newest first, as aligned columns (NaN: not reported).
 
-    `keys` are the runs' `hash(run_id)`, so that runs seen in a newer shard can be dropped.
+    `keys` are the runs' `hash(run_id)`, so that runs seen in a newer shard can be dropped;
+    `sorted_columns` are the columns without NaN, sorted, for when the whole part is taken.
     """
 
     keys: array[int] = field(default_factory=lambda: array("q"))
     total: array[float] = field(default_factory=lambda: array("d"))
     columns: dict[str, array[float]] = field(default_factory=dict)
     partial: set[str] = field(default_factory=set)
+    sorted_columns: dict[str, array[float]] = field(default_factory=dict)
     report: ScanReport = field(default_factory=ScanReport)
+
+    def named_columns(self) -> dict[str, array[float]]:
+        return {**self.columns, TOTAL: self.total}
+
+    def sort_columns(self) -> None:
+        for name, column in self.named_columns().items():
+            self.sorted_columns[name] = _sorted(column, name in self.partial)
+
+
+def _sorted(values: Iterable[float], has_nan: bool) -> array[float]:
+    if has_nan:
+        values = [v for v in values if v == v]  # NaN: not reported
+    return array("d", sorted(values))
 
 
 _breakdown = attrgetter("wall_time_breakdown")
 _total = attrgetter("total_time_s")
 _run_id = attrgetter("run_id")
+_first = itemgetter(0)
 _bucket_getters = [(name, attrgetter(name)) for name in BUCKETS]
 NAN = float("nan")
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 #: From this `--last` on, every shard goes to the workers at once (see `_parts`).
 EAGER_FAN_OUT = 5000
 
@@ -134,11 +172,12 @@ def select(
 ) -> Selection:
     """Scan the log newest first and collect the seconds of the query's last N runs.
 
-    The newest shard is read here; when the query needs older ones too, `workers` processes
-    (default: one per CPU, at most 4) read them in parallel, merged back in the log's order.
+    The newest shard is read here first; when the query needs older ones too (or asks for
+    `EAGER_FAN_OUT` runs or more), `workers` forked processes (default: one per CPU, at most 4)
+    read shards in parallel, merged back in the log's order. (Forked children share the
+    parent's `str` hash secret, so their `hash(run_id)` keys agree.)
     """
-    oldest = None if query.since is None else query.since.astimezone(dt.UTC).strftime("%Y-%m")
-    months = [m for m, _ in list_shards(data_dir) if oldest is None or m >= oldest]
+    months = shard_months(data_dir, query)
     selection = Selection()
     seen: set[int] = set()
     parts = _parts(data_dir, months, query, selection, workers or default_workers())
@@ -156,6 +195,145 @@ def select(
         if gc_was_enabled:
             gc.enable()
     return selection
+
+
+def select_many(
+    data_dir: Path,
+    queries: Sequence[StatsQuery],
+    *,
+    on_shard: Callable[[int, int, str], None] | None = None,
+    workers: int | None = None,
+) -> list[Selection]:
+    """`[select(data_dir, q) for q in queries]`, with every shard read in one pool of workers.
+
+    For queries that read whole windows (`last` of `EAGER_FAN_OUT` or more, as `compare`'s
+    windows do), the shards of all of them go to the workers at once, so that both CPUs work
+    while the smaller window is read. Queries with a small `last` go through `select`, which
+    stops as soon as it has enough runs.
+    """
+    if any(q.last < EAGER_FAN_OUT for q in queries):
+        return [select(data_dir, q, on_shard=on_shard, workers=workers) for q in queries]
+    jobs = [(i, month) for i, q in enumerate(queries) for month in shard_months(data_dir, q)]
+    selections = [Selection() for _ in queries]
+    seen: list[set[int]] = [set() for _ in queries]
+
+    def work(job: tuple[int, str]) -> ShardPart:
+        query = queries[job[0]]
+        return read_shard(data_dir, job[1], query=query, cap=query.last)
+
+    parts = fan_out(work, jobs, workers=workers or default_workers())
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as in `select`
+    try:
+        for index, ((which, month), part) in enumerate(zip(jobs, parts, strict=True)):
+            if on_shard:
+                on_shard(index, len(jobs), month)
+            _merge(selections[which], part, seen[which], queries[which].last)
+    finally:
+        parts.close()
+        if gc_was_enabled:
+            gc.enable()
+    return selections
+
+
+def select_periods(
+    data_dir: Path,
+    query: StatsQuery,
+    edges: Sequence[dt.datetime],
+    *,
+    on_shard: Callable[[int, int, str], None] | None = None,
+    workers: int | None = None,
+) -> tuple[list[Selection], ScanReport]:
+    """Every matching run of the query's window, one `Selection` per period.
+
+    Period i is `edges[i] <= finished_at < edges[i + 1]`; the query's own window (`since`,
+    `until`) may clip the first and last periods. There is no `last` cap: a trend wants every
+    run. Shards are read in parallel as in `select` (all at once), merged newest first, so a
+    `run_id` seen in a newer shard is dropped from older ones, whatever its period.
+    """
+    if len(edges) < 2 or list(edges) != sorted(edges):
+        raise ValueError("edges must be at least two instants in increasing order")
+    window = dataclasses.replace(
+        query,
+        last=sys.maxsize,
+        since=max(edges[0], query.since) if query.since else edges[0],
+        until=min(edges[-1], query.until) if query.until else edges[-1],
+    )
+    months = shard_months(data_dir, window)
+    selections = [Selection() for _ in edges[1:]]
+    report = ScanReport()
+    seen: set[int] = set()
+    work = functools.partial(read_shard_periods, data_dir, query=window, edges=tuple(edges))
+    results = fan_out(work, months, workers=workers or default_workers())
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as in `select`
+    try:
+        for index, (month, (shard_report, parts)) in enumerate(zip(months, results, strict=True)):
+            if on_shard:
+                on_shard(index, len(months), month)
+            report.bad_lines += shard_report.bad_lines
+            report.duplicates += shard_report.duplicates
+            report.shards_read += shard_report.shards_read
+            for selection, part in zip(selections, parts, strict=True):
+                _merge(selection, part, seen, window.last)
+    finally:
+        results.close()
+        if gc_was_enabled:
+            gc.enable()
+    report.duplicates += sum(s.report.duplicates for s in selections)
+    return selections, report
+
+
+def read_shard_periods(
+    data_dir: Path, month: str, *, query: StatsQuery, edges: Sequence[dt.datetime]
+) -> tuple[ScanReport, list[ShardPart]]:
+    """One shard's matching runs split by period (`edges` as in `select_periods`)."""
+    report = ScanReport()
+    parts = [ShardPart() for _ in edges[1:]]
+    blocks = _scan_shard(data_dir, month, query, report)
+    try:
+        for rows in blocks:
+            rows = _matching(rows, query)
+            periods = [bisect_right(edges, row.finished_at) - 1 for row in rows]
+            for period, group in itertools.groupby(zip(periods, rows, strict=True), _first):
+                chunk = [row for _, row in group]
+                part = parts[period]
+                part.keys.extend(map(hash, map(_run_id, chunk)))
+                part.total.extend(map(_total, chunk))
+                _gather(chunk, part)
+    finally:
+        blocks.close()
+    for part in parts:
+        part.sort_columns()
+    return report, parts
+
+
+def shard_months(data_dir: Path, query: StatsQuery) -> list[str]:
+    """The months whose shards may hold rows of the query's window, newest first.
+
+    A row lives in the shard of its `finished_at` month, so shards before the month of `since`
+    and after the month of the last instant before `until` are never opened.
+    """
+    oldest = None if query.since is None else _month_of(query.since)
+    newest = None
+    if query.until is not None:
+        if query.until <= EARLIEST:
+            return []
+        newest = _month_of(query.until - _TICK)
+    return [
+        month
+        for month, _ in list_shards(data_dir)
+        if (oldest is None or month >= oldest) and (newest is None or month <= newest)
+    ]
+
+
+def _month_of(instant: dt.datetime) -> str:
+    instant = instant.astimezone(dt.UTC)
+    return f"{instant.year:04d}-{instant.month:02d}"
+
+
+#: The resolution of timestamps: the last instant before `until` is `until - _TICK`.
+_TICK = dt.timedelta(microseconds=1)
 
 
 def _parts(
@@ -179,21 +357,8 @@ def _parts(
 
 def read_shard(data_dir: Path, month: str, *, query: StatsQuery, cap: int) -> ShardPart:
     """The newest `cap` matching runs of one month shard."""
-    since = query.since
-    scanner = (
-        Scanner(_Run, fallback=_AnyRun)
-        if since is None
-        else Scanner(_TimedRun, fallback=_AnyTimedRun)
-    )
     part = ShardPart()
-    blocks = scanner.scan_blocks(
-        data_dir,
-        part.report,
-        prefilter=json_needle(query.workflow_id),
-        oldest_month=month,
-        newest_month=month,
-        shape_check=False,
-    )
+    blocks = _scan_shard(data_dir, month, query, part.report)
     try:
         for rows in blocks:
             rows = _matching(rows, query)[: cap - len(part.keys)]
@@ -204,7 +369,26 @@ def read_shard(data_dir: Path, month: str, *, query: StatsQuery, cap: int) -> Sh
                 break
     finally:
         blocks.close()
+    part.sort_columns()
     return part
+
+
+def _scan_shard(
+    data_dir: Path, month: str, query: StatsQuery, report: ScanReport
+) -> Generator[list[Any]]:
+    """One shard's candidate rows in blocks, newest first; timestamps parsed only if needed."""
+    timed = query.since is not None or query.until is not None
+    scanner = (
+        Scanner(_TimedRun, fallback=_AnyTimedRun) if timed else Scanner(_Run, fallback=_AnyRun)
+    )
+    return scanner.scan_blocks(
+        data_dir,
+        report,
+        prefilter=json_needle(query.workflow_id),
+        oldest_month=month,
+        newest_month=month,
+        shape_check=False,
+    )
 
 
 def _merge(selection: Selection, part: ShardPart, seen: set[int], last: int) -> None:
@@ -224,7 +408,6 @@ def _merge(selection: Selection, part: ShardPart, seen: set[int], last: int) -> 
             else:
                 seen.add(key)
                 keep.append(index)
-        fresh = set()
     room = last - selection.run_count
     if keep is not None:
         keep = keep[:room]
@@ -235,29 +418,32 @@ def _merge(selection: Selection, part: ShardPart, seen: set[int], last: int) -> 
     if not taken:
         return
     selection.run_count += taken
-    named = dict(part.columns)
-    named[TOTAL] = part.total
-    for name, column in named.items():
-        values = column[:taken] if keep is None else array("d", [column[i] for i in keep])
-        if name in part.partial:
-            values = array("d", [v for v in values if v == v])  # NaN: not reported
-        if values:
-            selection.seconds.setdefault(name, array("d")).extend(values)
+    for name, column in part.named_columns().items():
+        if keep is None and taken == len(keys):
+            run = part.sorted_columns[name]
+        elif keep is None:
+            run = _sorted(column[:taken], name in part.partial)
+        else:
+            run = _sorted([column[i] for i in keep], name in part.partial)
+        if run:
+            selection.sorted_runs.setdefault(name, []).append(run)
 
 
 def _matching(rows: list[Any], query: StatsQuery) -> list[Any]:
     """The rows of the query's workflow, status and window (the prefilter only narrows)."""
-    workflow_id, status, since = query.workflow_id, query.status, query.since
-    if status is None and since is None:
-        return [r for r in rows if r.workflow_id == workflow_id]
-    if since is None:
+    workflow_id, status, since, until = query.workflow_id, query.status, query.since, query.until
+    if since is None and until is None:
+        if status is None:
+            return [r for r in rows if r.workflow_id == workflow_id]
         return [r for r in rows if r.workflow_id == workflow_id and r.status == status]
+    low = since if since is not None else EARLIEST
+    high = until if until is not None else LATEST
     return [
         r
         for r in rows
         if r.workflow_id == workflow_id
         and (status is None or r.status == status)
-        and r.finished_at >= since
+        and low <= r.finished_at < high
     ]
 
 
@@ -268,24 +454,24 @@ def _gather(rows: list[Any], part: ShardPart) -> None:
     before = len(part.keys) - len(rows)
     columns = part.columns
     breakdowns = list(map(_breakdown, rows))
-    if {type(b) for b in breakdowns} <= {NineBuckets}:
+    if set(map(type, breakdowns)) <= {NineBuckets}:
         for name, getter in _bucket_getters:
             values = list(map(getter, breakdowns))
             try:
                 block = array("d", values)
             except TypeError:  # some rows do not report this bucket
-                block = array("d", [NAN if v is None else v for v in values])
+                block = array("d", [NAN if v is msgspec.UNSET else v for v in values])
                 part.partial.add(name)
             _column(part, name, before).extend(block)
     else:
         for offset, breakdown in enumerate(breakdowns):
-            items: Iterable[tuple[str, float | None]] = (
+            items: Iterable[tuple[str, float | msgspec.UnsetType]] = (
                 breakdown.items()
                 if isinstance(breakdown, dict)
                 else ((name, getter(breakdown)) for name, getter in _bucket_getters)
             )
             for name, value in items:
-                if value is not None and name != TOTAL:
+                if value is not msgspec.UNSET and name != TOTAL:
                     column = _column(part, name, before + offset)
                     column.append(value)
     for name, column in columns.items():

@@ -14,21 +14,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-#: The nine wall-time buckets of the reference page, in the page's order. Others are allowed.
-BUCKETS: Final = (
-    "think",
-    "claude_extract",
-    "settle",
-    "claude_ground",
-    "perceive",
-    "load",
-    "act",
-    "claude_verify",
-    "overhead",
-)
-
-#: The aggregate that `mantis runs stats` always reports last.
-TOTAL: Final = "total_time_s"
+from mantisd.buckets import BUCKETS as BUCKETS  # re-exported: rows and readers name them
+from mantisd.buckets import TOTAL as TOTAL
 
 #: How far ahead of the receiving host's clock a `finished_at` may be (design.md).
 MAX_FUTURE: Final = dt.timedelta(days=1)

@@ -32,9 +32,9 @@ def test_journal_stream_detection_and_priorities(
     assert logs.stderr_is_journal()
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")
     assert not logs.stderr_is_journal()
-    formatter = logs.JournalFormatter("mantisd: %(message)s")
+    formatter = logs.JournalFormatter("%(message)s")
     record = logging.LogRecord("mantisd", logging.ERROR, __file__, 1, "disk %s", ("full",), None)
-    assert formatter.format(record) == "<3>mantisd: disk full"
+    assert formatter.format(record) == "<3>disk full"
 
 
 @pytest.mark.parametrize("abstract", [False, True])

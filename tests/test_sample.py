@@ -97,3 +97,79 @@ def test_dev_generate_command(data_dir: Path) -> None:
     assert again.exit_code == 1 and "exists" in again.output
     bad = CliRunner().invoke(mantis, [*args, "--end", "2026-13"])
     assert bad.exit_code == 2 and "not a month" in bad.output
+
+
+# ---------------------------------------------------------------- a planted regression
+
+SLOW_SINCE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+def rows_of(chunks: list[tuple[str, bytes]]) -> list[dict[str, object]]:
+    return [json.loads(line) for _, chunk in chunks for line in chunk.splitlines()]
+
+
+def test_slowdown_touches_one_bucket_of_one_workflow_from_its_date_only() -> None:
+    common = {"rows": 600, "months": 3, "workflows": 3, "seed": 4, "end": END}
+    plain = rows_of(list(sample_chunks(**common)))
+    slowed_wf = workflow_ids(3)[1]
+    slow = rows_of(
+        list(
+            sample_chunks(
+                **common,
+                slow_bucket="settle",
+                slow_factor=1.5,
+                slow_since=SLOW_SINCE,
+                slow_workflow=slowed_wf,
+            )
+        )
+    )
+    assert len(plain) == len(slow)
+    changed = 0
+    for before, after in zip(plain, slow, strict=True):
+        hit = after["workflow_id"] == slowed_wf and str(after["finished_at"]) >= "2026-03-01"
+        b_breakdown, a_breakdown = before["wall_time_breakdown"], after["wall_time_breakdown"]
+        assert isinstance(b_breakdown, dict) and isinstance(a_breakdown, dict)
+        for bucket in BUCKETS:
+            expected = b_breakdown[bucket] * (1.5 if hit and bucket == "settle" else 1.0)
+            assert a_breakdown[bucket] == pytest.approx(expected, abs=0.002)
+        if hit:
+            changed += 1
+            assert after["total_time_s"] > before["total_time_s"]
+        else:
+            assert after == before  # the same draws: everything else is byte for byte the same
+    assert changed > 20
+
+
+def test_slowdown_options_are_checked() -> None:
+    def chunks(**options: object) -> None:
+        list(sample_chunks(rows=10, months=1, workflows=2, end=END, **options))
+
+    with pytest.raises(ValueError, match="not one of"):
+        chunks(slow_bucket="thinking")
+    with pytest.raises(ValueError, match="positive"):
+        chunks(slow_bucket="settle", slow_factor=0.0)
+    with pytest.raises(ValueError, match="workflows"):
+        chunks(slow_bucket="settle", slow_workflow="default__nobody-v1")
+    with pytest.raises(ValueError, match="need a slow_bucket"):
+        chunks(slow_since=SLOW_SINCE)
+
+
+def test_dev_generate_plants_a_slowdown(data_dir: Path) -> None:
+    target = data_dir / "slow"
+    args = ["dev", "generate", "--data-dir", str(target), "--rows", "300", "--months", "2"]
+    args += ["--end", "2026-03", "--workflows", "2", "--seed", "4"]
+    slow = ["--slow-bucket", "act", "--slow-factor", "2", "--slow-since", "14d"]
+    result = CliRunner().invoke(mantis, [*args, *slow])
+    assert result.exit_code == 0, result.output
+    # a duration counts back from the end of the data (2026-04-01), not from now
+    assert "planted: act x2 from 2026-03-18 00:00:00Z in every workflow" in result.output
+    rows = [json.loads(line) for lines in lines_of(target).values() for line in lines]
+    plain = rows_of(list(sample_chunks(rows=300, months=2, workflows=2, seed=4, end=END)))
+    for before, after in zip(plain, rows, strict=True):
+        factor = 2.0 if after["finished_at"] >= "2026-03-18" else 1.0
+        expected = before["wall_time_breakdown"]["act"] * factor
+        assert after["wall_time_breakdown"]["act"] == pytest.approx(expected, abs=0.002)
+    bad = CliRunner().invoke(mantis, [*args, "--slow-bucket", "nap"])
+    assert bad.exit_code == 2
+    orphan = CliRunner().invoke(mantis, [*args, "--slow-since", "2026-03-01"])
+    assert orphan.exit_code == 2 and "need --slow-bucket" in orphan.output

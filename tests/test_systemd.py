@@ -459,6 +459,9 @@ def test_priority_prefixes_only_when_stderr_is_the_journal(
     assert daemon_lines, text
     prefixed = [bool(re.match(r"<[0-7]>", line)) for line in daemon_lines]
     assert prefixed == [journal] * len(daemon_lines), text
+    # SyslogIdentifier=mantisd names the journal's lines: no second `mantisd: ` in the text
+    named = [line for line in daemon_lines if re.match(r"(<[0-7]>)?mantisd[: ]", line)]
+    assert bool(named) is not journal, text
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("succeeded", "failed", "")
 #: Progress goes to a terminal only, and only when there is more than this many shards to read.
 PROGRESS_MIN_SHARDS = 2
-TIME_HELP = "a duration ago (7d, 24h, 30m, 2w) or a date/time (2026-10-01, RFC 3339; naive = UTC)"
+TIME_HELP = "a duration ago (7d, 24h, 30m, 2w) or a date/time (2026-10-01, RFC 3339; no zone: UTC)"
 
 
 def status_option(f: F) -> F:
@@ -55,13 +55,13 @@ def data_dir_option(f: F) -> F:
 def time_option(
     flag: str, what: str, *, default: str | None = None, shown: str | None = None
 ) -> Callable[[F], F]:
-    """A `--since`-like flag; `what` names the edge (`Only runs that finished at or after`)."""
+    """A `--since`-like flag; `what` names the edge; `shown`: the default as described."""
     return click.option(
         flag,
         type=TimeBoundType(),
         default=default,
-        show_default=shown if shown is not None else default is not None,
-        help=f"{what} this: {TIME_HELP}.",
+        show_default=True if default is not None else shown or False,
+        help=f"{what}: {TIME_HELP}.",
     )
 
 

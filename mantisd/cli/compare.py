@@ -35,19 +35,17 @@ NO_CAP = sys.maxsize
 
 @click.command()
 @click.argument("workflow_id")
-@time_option(
-    "--since", "Current window: runs that finished at or after", default="30d", shown="30d"
-)
-@time_option("--until", "Current window: runs that finished before", shown="now")
+@time_option("--since", "Current window start, inclusive", default="30d")
+@time_option("--until", "Current window end, exclusive", shown="now")
 @time_option(
     "--baseline-since",
-    "Baseline window: runs that finished at or after",
+    "Baseline window start, inclusive",
     shown="as long before --baseline-until as the current window is long",
 )
 @time_option(
     "--baseline-until",
-    "Baseline window: runs that finished before",
-    shown="--since (the baseline ends where the current window starts)",
+    "Baseline window end, exclusive",
+    shown="--since: the baseline ends where the current window starts",
 )
 @click.option(
     "--last",

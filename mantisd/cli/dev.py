@@ -7,20 +7,8 @@ from pathlib import Path
 
 import click
 
+from mantisd.buckets import BUCKETS
 from mantisd.stats.durations import TimeBound, TimeBoundType
-
-#: The page's nine buckets (`mantisd.schema.BUCKETS`, repeated so as not to import msgspec here).
-BUCKET_NAMES = (
-    "think",
-    "claude_extract",
-    "settle",
-    "claude_ground",
-    "perceive",
-    "load",
-    "act",
-    "claude_verify",
-    "overhead",
-)
 
 
 class Month(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.4
@@ -64,7 +52,7 @@ def dev() -> None:
 )
 @click.option(
     "--slow-bucket",
-    type=click.Choice(BUCKET_NAMES),
+    type=click.Choice(BUCKETS),
     default=None,
     help="Plant a regression: this bucket takes --slow-factor times as long from --slow-since.",
 )

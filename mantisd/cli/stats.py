@@ -42,8 +42,8 @@ from mantisd.stats.durations import TimeBound, window_phrase
     metavar="NAME",
     help="Restrict to these wall-time buckets (repeatable); total_time_s is always shown.",
 )
-@time_option("--since", "Only runs that finished at or after")
-@time_option("--until", "Only runs that finished before")
+@time_option("--since", "Window start, inclusive")
+@time_option("--until", "Window end, exclusive")
 @status_option
 @json_option
 @data_dir_option

@@ -45,10 +45,10 @@ MAX_PERIODS = 1000
 )
 @time_option(
     "--since",
-    "Only runs that finished at or after",
+    "Window start, inclusive",
     shown="the start of the period 11 periods before the current one (12 periods)",
 )
-@time_option("--until", "Only runs that finished before", shown="now")
+@time_option("--until", "Window end, exclusive", shown="now")
 @status_option
 @json_option
 @data_dir_option

@@ -43,7 +43,7 @@ def configure(level: str = "info") -> None:
     """Route the `mantisd` loggers to stderr; journald adds its own timestamps."""
     handler = logging.StreamHandler(sys.stderr)
     if stderr_is_journal():
-        handler.setFormatter(JournalFormatter("mantisd: %(message)s"))
+        handler.setFormatter(JournalFormatter("%(message)s"))  # SyslogIdentifier names us
     else:
         handler.setFormatter(
             logging.Formatter("%(asctime)s mantisd %(levelname)s: %(message)s", "%H:%M:%S")
@@ -56,5 +56,5 @@ def configure(level: str = "info") -> None:
 
 def announce(message: str) -> None:
     """A line on stderr whatever the log level (the ready line that scripts wait for)."""
-    prefix = "<5>" if stderr_is_journal() else ""
-    print(f"{prefix}mantisd: {message}", file=sys.stderr, flush=True)
+    prefix = "<5>" if stderr_is_journal() else "mantisd: "
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)

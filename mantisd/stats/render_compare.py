@@ -70,9 +70,7 @@ def cells(row: BucketComparison) -> list[str]:
     ]
 
 
-def render_header(
-    runs: str, baseline: Window, current: Window, alpha: float, effect: float
-) -> str:
+def render_header(runs: str, baseline: Window, current: Window, alpha: float, effect: float) -> str:
     """Which runs (`Succeeded runs of X`), which windows with how many runs, and the rule the
     verdicts follow."""
     lines = [f"{runs}:"]

@@ -50,7 +50,7 @@ def render_trend(points: Sequence[Point], every: str) -> str:
     header = (
         f"{EVERY[every]:<{LABEL_WIDTH}}{'n':>{COUNT_WIDTH}}"
         + "".join(f"{'p' + str(p):>{number_width}} " for p in REPORTED)
-        + "  p50"
+        + (f"  p50 bar (full: {scale:.1f}s)" if scale else "")
     )
     width = LABEL_WIDTH + COUNT_WIDTH + len(REPORTED) * (number_width + 1) + 2 + BAR_WIDTH
     lines = [header, RULE * width]

@@ -30,19 +30,20 @@ SYSTEM_DATA_DIR: Final = Path("/var/lib/mantis")
 def resolve_data_dir(
     explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Path:
-    """`--data-dir`, else `$MANTIS_DATA_DIR`, else the platform's default, else the systemd
-    service's data dir when its socket exists, else per-user."""
+    """`--data-dir`, else `$MANTIS_DATA_DIR`, else the systemd service's data dir when its
+    socket exists (the daemon's `$STATE_DIRECTORY`), else the platform's default, else
+    per-user."""
     env = os.environ if environ is None else environ
     if explicit:
         return Path(explicit).expanduser()
     if env.get("MANTIS_DATA_DIR"):
         return Path(env["MANTIS_DATA_DIR"]).expanduser()
+    if SYSTEM_SOCKET.exists():  # the packaged service writes there, whatever the platform
+        return SYSTEM_DATA_DIR
     if any(env.get(name) for name in BASETEN_MARKERS):
         return BASETEN_DATA_DIR
     if any(env.get(name) for name in MODAL_MARKERS):
         return MODAL_DATA_DIR
-    if SYSTEM_SOCKET.exists():
-        return SYSTEM_DATA_DIR
     home = Path(env.get("HOME") or Path.home())
     return Path(env.get("XDG_DATA_HOME") or home / ".local/share") / "mantis"
 

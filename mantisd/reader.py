@@ -12,12 +12,12 @@ import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from mantisd.paths import list_shards
-from mantisd.schema import Name, Seconds, Timestamp
+from mantisd.schema import Count, Name, Seconds, Timestamp
 
 BLOCK_SIZE = 1 << 20
 T = TypeVar("T", bound="KeyedRow")
@@ -29,13 +29,32 @@ class KeyedRow(msgspec.Struct, gc=False):
     run_id: Name
 
 
-class StatRow(KeyedRow, gc=False):
-    """The fields `mantis runs stats` / `compare` / `trend` need, validated like `Row`."""
+class CheckedRow(KeyedRow, gc=False):
+    """Every key of `Row` but the breakdown, present and typed like `Row`'s, so that readers
+    skip (and count) the lines `validate` would refuse whatever fields a query uses.
 
+    Only `cost_breakdown` and `error` are checked for presence alone (as `Raw`: building
+    their values for every row would cost more than the rest of the scan)."""
+
+    schema_version: Annotated[int, msgspec.Meta(ge=1)]
+    tenant_id: Name
+    profile_id: Name
     workflow_id: Name
-    status: Annotated[str, msgspec.Meta(pattern="^(succeeded|failed)$")]
+    plan_signature: str | None
+    model: str | None
+    status: Literal["succeeded", "failed"]
+    created_at: Timestamp
     finished_at: Timestamp
     total_time_s: Seconds
+    cost_breakdown: msgspec.Raw
+    steps_executed: Count
+    viable: Count
+    error: msgspec.Raw
+
+
+class StatRow(CheckedRow, gc=False):
+    """A checked row with its buckets: what `mantis runs stats` / `compare` / `trend` read."""
+
     wall_time_breakdown: dict[str, Seconds]
 
 

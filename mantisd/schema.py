@@ -52,8 +52,10 @@ class Row(msgspec.Struct, kw_only=True):
 
     def __post_init__(self) -> None:
         # Stored normalised to UTC with a `Z` (msgspec encodes UTC datetimes that way).
-        self.created_at = self.created_at.astimezone(dt.UTC)
-        self.finished_at = self.finished_at.astimezone(dt.UTC)
+        self.created_at = _utc("created_at", self.created_at)
+        self.finished_at = _utc("finished_at", self.finished_at)
+        if self.finished_at < EPOCH:  # a zeroed clock; also keeps shard names `YYYY-MM`
+            raise ValueError(f"finished_at: {self.finished_at.isoformat()} is before 1970")
         # JSON cannot carry NaN/inf, but Python callers (the client) can hand them in.
         if not math.isfinite(self.total_time_s):
             raise ValueError("total_time_s: must be a finite number")
@@ -63,6 +65,14 @@ class Row(msgspec.Struct, kw_only=True):
 
 
 ROW_FIELDS: Final = frozenset(Row.__struct_fields__)
+EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _utc(name: str, value: dt.datetime) -> dt.datetime:
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: no UTC instant to store
+        raise ValueError(f"{name}: {value.isoformat()} is out of range in UTC") from None
 
 
 class ValidRow(msgspec.Struct, frozen=True):
@@ -78,7 +88,8 @@ class ValidRow(msgspec.Struct, frozen=True):
     @property
     def month(self) -> str:
         """`YYYY-MM` of `finished_at` in UTC: the name of the row's shard."""
-        return self.row.finished_at.strftime("%Y-%m")
+        finished = self.row.finished_at
+        return f"{finished.year:04d}-{finished.month:02d}"
 
 
 _encoder = msgspec.json.Encoder()

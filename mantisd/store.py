@@ -1,9 +1,10 @@
 """Durable appends to monthly JSONL shards, shared by the daemon and the client fallback.
 
 Every writer follows the same protocol (design.md, "Shards"): exclusive `flock`, repair of a
-torn tail, the whole payload in one `O_APPEND` `write()`, `fsync`, a directory `fsync` when the
-file is new. Anything short of a successful `fsync` is rolled back and raised as `StoreError`:
-a caller may only acknowledge rows when `append` returned.
+torn tail, a directory `fsync` before the first rows go into a new file, the whole payload in
+one `O_APPEND` `write()`, `fsync`, and a check that the file is still in the log afterwards.
+Anything short of a successful `fsync` is rolled back and raised as `StoreError`: a caller may
+only acknowledge rows when `append` returned.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,34 +34,44 @@ class StoreError(Exception):
         self.errno = err
 
 
-def append(path: Path, payload: bytes) -> None:
-    """Append whole `\\n`-terminated lines to `path` durably, or raise `StoreError`."""
+def append(path: Path, payload: bytes, *, lock_timeout: float | None = None) -> None:
+    """Append whole `\\n`-terminated lines to `path` durably, or raise `StoreError`.
+
+    `lock_timeout`: give up (StoreError) when another writer holds the shard longer than this
+    (the client's bound); None waits as long as it takes (the daemon's writer).
+    """
     if not payload.endswith(b"\n"):
         raise ValueError("payload must be whole lines")
     try:
-        _ensure_dir(path.parent)
-        fd, created = _open_locked(path)
+        ensure_dir(path.parent)
     except OSError as exc:
-        raise StoreError(path, f"cannot open shard: {exc.strerror or exc}", exc.errno) from exc
-    try:
-        previous_size = _append_locked(path, fd, payload)
-    except OSError as exc:
-        raise StoreError(path, f"append failed: {exc.strerror or exc}", exc.errno) from exc
-    finally:
-        os.close(fd)  # also releases the flock
-    # An empty file may have been created by a writer whose append then failed before its own
-    # directory fsync: whoever first puts rows into it makes its name durable.
-    if created or previous_size == 0:
+        raise StoreError(
+            path, f"cannot create directory: {exc.strerror or exc}", exc.errno
+        ) from exc
+    for _ in range(_REOPEN_ATTEMPTS):
         try:
-            _fsync_dir(path.parent)  # the new file's name must survive a crash too
+            fd = _open_locked(path, lock_timeout)
         except OSError as exc:
-            raise StoreError(path, f"directory fsync failed: {exc.strerror}", exc.errno) from exc
+            raise StoreError(path, f"cannot open shard: {exc.strerror or exc}", exc.errno) from exc
+        try:
+            _append_locked(path, fd, payload)
+            if _is_at(path, fd):
+                return
+            # Renamed or deleted after we locked it: the rows left the log with that file.
+            # Write them again to the file now at `path` (a duplicate is fine, a loss is not).
+        except OSError as exc:
+            raise StoreError(path, f"append failed: {exc.strerror or exc}", exc.errno) from exc
+        finally:
+            os.close(fd)  # also releases the flock
+    raise StoreError(path, "shard keeps being moved away while appending", errno.ESTALE)
 
 
-def append_rows(data_dir: Path, rows: Iterable[ValidRow]) -> None:
+def append_rows(
+    data_dir: Path, rows: Iterable[ValidRow], *, lock_timeout: float | None = None
+) -> None:
     """Append rows, one `write()` + `fsync` per month shard (used by the client fallback)."""
     for path, lines in group_by_shard(data_dir, rows).items():
-        append(path, b"".join(lines))
+        append(path, b"".join(lines), lock_timeout=lock_timeout)
 
 
 def group_by_shard(data_dir: Path, rows: Iterable[ValidRow]) -> dict[Path, list[bytes]]:
@@ -70,10 +82,18 @@ def group_by_shard(data_dir: Path, rows: Iterable[ValidRow]) -> dict[Path, list[
     return groups
 
 
-def _append_locked(path: Path, fd: int, payload: bytes) -> int:
-    """Write and fsync `payload` under the caller's lock; return the file's previous size."""
+def _append_locked(path: Path, fd: int, payload: bytes) -> None:
+    """Write and fsync `payload` under the caller's lock."""
     size = os.fstat(fd).st_size
-    if size and os.pread(fd, 1, size - 1) != b"\n":
+    if size == 0:
+        # Whoever first puts rows into a file makes its name durable first (its creator may
+        # have failed or died before doing so): no row is acknowledged in a file a crash
+        # could take away.
+        try:
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StoreError(path, f"directory fsync failed: {exc.strerror}", exc.errno) from exc
+    elif os.pread(fd, 1, size - 1) != b"\n":
         payload = b"\n" + payload  # terminate a torn tail left by a crash before our rows
     try:
         written = os.write(fd, payload)
@@ -95,7 +115,6 @@ def _append_locked(path: Path, fd: int, payload: bytes) -> int:
         # and no later fsync can say otherwise. Undo them; the caller reports the failure.
         _rollback(fd, size)
         raise StoreError(path, f"fsync failed: {exc.strerror}", exc.errno) from exc
-    return size
 
 
 def _short_write_cause(fd: int, rest: bytes) -> int:
@@ -114,35 +133,51 @@ def _rollback(fd: int, size: int) -> None:
         pass  # e.g. a character device such as /dev/full: nothing was kept there anyway
 
 
-def _open_locked(path: Path) -> tuple[int, bool]:
+def _open_locked(path: Path, lock_timeout: float | None) -> int:
     """Open and lock the file now at `path`, even if it is renamed or deleted meanwhile."""
     for _ in range(_REOPEN_ATTEMPTS):
-        created = False
         try:
-            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            created = True
-        except FileExistsError:
-            try:
-                fd = os.open(path, _OPEN_FLAGS)
-            except FileNotFoundError:
-                continue  # deleted between the two opens
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            opened = os.fstat(fd)
-            current = os.stat(path)
+            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT, FILE_MODE)
         except FileNotFoundError:
-            os.close(fd)
+            ensure_dir(path.parent)  # the directory itself was just moved away
             continue
+        try:
+            _lock(fd, lock_timeout)
+            if _is_at(path, fd):
+                return fd
         except BaseException:
             os.close(fd)
             raise
-        if (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino):
-            return fd, created
         os.close(fd)  # renamed away while we waited for the lock: write to the new file
     raise OSError(errno.ESTALE, "shard keeps being replaced while opening it")
 
 
-def _ensure_dir(directory: Path) -> None:
+def _lock(fd: int, timeout: float | None) -> None:
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OSError(errno.ETIMEDOUT, "another writer holds the shard's lock") from None
+            time.sleep(0.002)
+
+
+def _is_at(path: Path, fd: int) -> bool:
+    """True while `fd` is still the file at `path` (not renamed away, not deleted)."""
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
+
+
+def ensure_dir(directory: Path) -> None:
     """Create the shard directory (and parents); fsync each parent that gained an entry."""
     if directory.is_dir():
         return

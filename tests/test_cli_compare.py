@@ -238,6 +238,21 @@ def test_default_windows_are_the_last_30_days_and_the_30_before(data_dir: Path) 
     assert think["baseline"]["p50"] == 45.0 and think["current"]["p50"] == 15.0
 
 
+def test_default_current_window_counts_rows_from_clocks_running_ahead(data_dir: Path) -> None:
+    """The store takes `finished_at` up to a day ahead of its clock; without --until such a
+    run is a current run (as `stats --since 30d` counts it), not silently dropped."""
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    runs = {
+        "baseline": now - dt.timedelta(days=45),
+        "current": now - dt.timedelta(days=3),
+        "ahead": now + dt.timedelta(hours=2),
+    }
+    for when in runs.values():
+        write_shard(data_dir, when.strftime("%Y-%m"), [run_at(when)])
+    doc = document(compare(data_dir, "--json", workflow=GOLDEN))
+    assert (doc["baseline"]["run_count"], doc["current"]["run_count"]) == (1, 2)
+
+
 def test_window_edges_and_month_shards(data_dir: Path) -> None:
     at = dt.datetime
     write_shard(

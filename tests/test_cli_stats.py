@@ -301,6 +301,30 @@ def test_bad_lines_are_skipped_and_counted(runner: CliRunner, data_dir: Path) ->
     assert result.stderr == "warning: skipped 6 unreadable line(s)\n"
 
 
+@pytest.mark.parametrize("window", [(), ("--since", "100000d"), ("--until", "2100-01-01")])
+def test_rows_the_schema_refuses_are_skipped_whatever_the_flags(
+    runner: CliRunner, golden_dir: Path, window: tuple[str, ...]
+) -> None:
+    """Invalid in a field the query does not aggregate (a zone-less or garbage timestamp, a
+    missing key, a wrong type) is still invalid: a window that holds every run changes
+    nothing."""
+    no_tenant = json.loads(golden_run(9))
+    del no_tenant["tenant_id"]
+    invalid = [
+        golden_run(7).replace(b'"finished_at":"2026-05-13T18:07:00Z"', b'"finished_at":"x"'),
+        golden_run(8).replace(b'"created_at":"2026-05-13T18:03:00Z"', b'"created_at":"2026"'),
+        json.dumps(no_tenant).encode() + b"\n",
+        golden_run(10).replace(b'"viable":3', b'"viable":"3"'),
+    ]
+    write_shard(golden_dir, "2026-05", invalid)
+    result = stats(runner, golden_dir, GOLDEN, *window)
+    assert result.exit_code == 0, result.output
+    header, table = result.stdout.split("\n", 1)
+    assert header.startswith("Across last 5 succeeded runs of default__golden-v1")
+    assert table == GOLDEN_TABLE.split("\n", 1)[1]
+    assert result.stderr == "warning: skipped 4 unreadable line(s)\n"
+
+
 def test_rows_written_by_other_tools_are_read(runner: CliRunner, data_dir: Path) -> None:
     spaced = json.dumps(json.loads(golden_run(1)))  # ", " and ": " separators
     escaped = golden_run(2).replace(b'"default__golden', b'"\\u0064efault__golden')
@@ -368,10 +392,14 @@ def test_missing_data_dir(runner: CliRunner, tmp_path: Path) -> None:
     assert "nowhere does not exist" in result.stderr
 
 
-def test_data_dir_without_a_log(runner: CliRunner, data_dir: Path) -> None:
+def test_data_dir_without_a_log_has_no_runs(runner: CliRunner, data_dir: Path) -> None:
+    """Nothing logged yet is the ordinary "no runs" answer: scripts get the JSON either way."""
     result = stats(runner, data_dir, GOLDEN)
     assert result.exit_code == 1
-    assert "no run log in" in result.stderr
+    assert f"no succeeded runs of {GOLDEN} in {data_dir / 'runs_log'}" in result.stderr
+    as_json = stats(runner, data_dir, GOLDEN, "--json")
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.stdout) == {"workflow_id": GOLDEN, "run_count": 0, "percentiles": {}}
 
 
 def test_no_matching_rows(runner: CliRunner, golden_dir: Path) -> None:

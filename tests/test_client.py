@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -317,6 +318,27 @@ def test_row_struct_is_accepted(short_tmp: Path, data_dir: Path, row_factory: Ro
     result = append(row, socket_path=short_tmp / "none", data_dir=data_dir)
     assert result.outcome is Outcome.WRITTEN_DIRECTLY
     assert run_ids_on_disk(data_dir) == [row.run_id]
+
+
+def test_a_shard_lock_held_forever_does_not_hang_the_direct_write(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """A frozen writer (e.g. a stopped daemon mid-append) holds the shard's flock: the client
+    gives up after its timeout, DROPPED, instead of waiting for it."""
+    row = row_factory()
+    shard = shard_path(data_dir, row["finished_at"][:7])
+    shard.parent.mkdir(parents=True)
+    with open(shard, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with Client(socket_path=short_tmp / "none", data_dir=data_dir, timeout=0.3) as client:
+            started = time.monotonic()
+            result = client.append(row)
+            elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.DROPPED and "lock" in result.detail
+    assert 0.3 <= elapsed < 0.3 + 2.0
+    assert shard.read_bytes() == b""
+    with Client(socket_path=short_tmp / "none", data_dir=data_dir, timeout=0.3) as client:
+        assert client.append(row).outcome is Outcome.WRITTEN_DIRECTLY  # lock released
 
 
 @pytest.mark.parametrize("unwritable", ["data dir is a file", "shard is /dev/full"])

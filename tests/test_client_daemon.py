@@ -64,6 +64,23 @@ def test_one_client_survives_a_daemon_restart_between_two_appends(
     assert sorted(run_ids_on_disk(data_dir)) == sorted([first["run_id"], second["run_id"]])
 
 
+def test_a_row_beyond_the_daemon_line_limit_is_written_directly(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """A valid row too long for the daemon (`limit`) is still durable, and the client's next
+    append on the same connection is delivered normally."""
+    big, small = row_factory(error="x" * 100_000), row_factory()
+    with (
+        running_daemon(short_tmp / "d.sock", data_dir) as daemon,
+        Client(socket_path=daemon.socket, data_dir=data_dir) as client,
+    ):
+        result = client.append(big)
+        assert result.outcome is Outcome.WRITTEN_DIRECTLY, result
+        assert "limit" in result.detail
+        assert client.append(small).outcome is Outcome.DELIVERED
+    assert sorted(run_ids_on_disk(data_dir)) == sorted([big["run_id"], small["run_id"]])
+
+
 def test_client_reconnects_after_the_daemon_closes_an_idle_connection(
     short_tmp: Path, data_dir: Path, row_factory: RowFactory
 ) -> None:

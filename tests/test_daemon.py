@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
@@ -24,6 +25,7 @@ from tests.daemon_process import (
     running_daemon,
     send_rows,
     shard_lines,
+    wait_for,
 )
 from tests.rows import RowFactory, utc
 
@@ -143,7 +145,9 @@ def test_invalid_row_names_the_field_and_is_kept_as_rejected(
     (reply,) = daemon.send_rows([missing])
     assert "workflow_id" in reply["error"]
     assert not list((daemon.data_dir / "runs_log").glob("*.jsonl"))
-    kept = (daemon.data_dir / "runs_log" / "rejected" / "rejected.jsonl").read_bytes()
+    kept_path = daemon.data_dir / "runs_log" / "rejected" / "rejected.jsonl"
+    wait_for(lambda: kept_path.exists() and kept_path.read_bytes().count(b"\n") == 2)
+    kept = kept_path.read_bytes()
     entries = [json.loads(line) for line in kept.splitlines()]
     assert [e["kind"] for e in entries] == ["invalid", "invalid"]
     assert row["run_id"] in entries[0]["line"] and "status" in entries[0]["reason"]
@@ -163,6 +167,27 @@ def test_too_long_line_gets_limit_and_close(
         assert len(replies) == 2  # closed after the limit reply
         assert len(all_run_ids(data_dir)) == 1
         good_row_succeeds(d, row_factory)
+
+
+def row_line_of(size: int, row_factory: RowFactory) -> bytes:
+    """A valid row's JSON line of exactly `size` bytes (without its newline)."""
+    bare = msgspec.json.encode(row_factory(padding=""))
+    line = msgspec.json.encode(row_factory(padding="x" * (size - len(bare))))
+    assert len(line) == size
+    return line
+
+
+def test_line_limit_at_the_default_64_kib(daemon: DaemonProcess, row_factory: RowFactory) -> None:
+    """Exactly the limit is a row; beyond it (several socket reads long) is `limit` and close,
+    answered once: the daemon neither takes a truncated line for a row nor spins on it."""
+    limit = 64 * 1024
+    assert daemon.send_rows([row_line_of(limit, row_factory)]) == [OK]
+    replies = daemon.send_rows([row_line_of(3 * limit, row_factory), row_factory()])
+    assert [r.get("kind") for r in replies] == ["limit"]
+    assert f"{limit} bytes" in replies[0]["error"]
+    status = daemon.status()
+    assert status["rows_written"] == 1 and status["rows_rejected"] == 1
+    good_row_succeeds(daemon, row_factory)
 
 
 def test_disconnect_mid_line_writes_nothing(daemon: DaemonProcess, row_factory: RowFactory) -> None:
@@ -303,6 +328,35 @@ def test_stale_socket_replaced_and_live_daemon_refused(
         assert second.returncode != 0
         assert "already listening on" in second.stderr
         good_row_succeeds(d, row_factory)  # the second one did not take the socket away
+
+
+def test_a_daemon_still_starting_on_the_path_is_not_taken_for_stale(
+    short_tmp: Path, data_dir: Path
+) -> None:
+    """Another daemon holds `<socket>.lock` (it may not be listening yet): refused, and the
+    socket path is left alone."""
+    path = short_tmp / "m.sock"
+    with open(path.with_name("m.sock.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        second = subprocess.run(
+            daemon_command(path, data_dir), capture_output=True, text=True, timeout=30
+        )
+    assert second.returncode != 0
+    assert f"another mantisd is already listening on {path}" in second.stderr
+    assert not path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
+def test_a_socket_directory_of_another_user_is_refused(short_tmp: Path, data_dir: Path) -> None:
+    """A pre-created `/tmp/mantisd-<uid>` of someone else could hold a fake socket: refuse."""
+    foreign = short_tmp / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)
+    result = subprocess.run(
+        daemon_command(foreign / "m.sock", data_dir), capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "belongs to uid 65534" in result.stderr
 
 
 def test_rejected_rows_are_bounded(short_tmp: Path, data_dir: Path) -> None:

@@ -92,7 +92,8 @@ def test_short_write_under_rlimit_fsize_is_rolled_back(
 def test_fsync_eio_is_not_acknowledged(
     short_tmp: Path, data_dir: Path, row_factory: RowFactory
 ) -> None:
-    # fsync #1 and #2: the first row's new shard and its directory; #3 fails: the second row.
+    # strace counts per thread; the writer's worker thread fsyncs #1 the new shard's directory
+    # (before any row goes in), #2 the first row, and #3, which fails, the second row.
     wrapper = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync"]
     wrapper += ["-e", "inject=fsync:error=EIO:when=3"]
     rows = [row_factory() for _ in range(3)]

@@ -259,7 +259,8 @@ def test_watchdog_pings_stop_while_the_writer_is_stuck(
 ) -> None:
     """A batch stuck in fsync longer than the watchdog period withholds WATCHDOG=1."""
     notify = NotifyListener(str(short_tmp / "notify"))
-    # fsync #1, #2: the first row's new shard and its directory; #3 hangs for 2.5 s.
+    # strace counts per thread: the writer's thread fsyncs #1 the new shard's directory, #2 the
+    # first row; #3 (the second row's) hangs for 2.5 s.
     wrapper = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync"]
     wrapper += ["-e", "inject=fsync:delay_enter=2500000:when=3"]
     env = {"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "400000"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mantisd.daemon import fs, logs, notify
+from mantisd.daemon import fs, logs, notify, rejected
 
 
 def test_network_filesystem_is_detected(tmp_path: Path) -> None:
@@ -59,3 +59,20 @@ def test_watchdog_interval() -> None:
     assert notify.watchdog_interval({"WATCHDOG_USEC": "3000000"}) == 3.0
     assert notify.watchdog_interval({}) is None
     assert notify.watchdog_interval({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}) is None
+
+
+async def test_rejections_are_queued_in_memory_bounded_and_written_by_flush(
+    tmp_path: Path,
+) -> None:
+    """`record` runs on the event loop: it never touches the disk (a hung volume would stall
+    every connection) and never holds more than `MAX_PENDING_BYTES`; `flush` writes."""
+    log = rejected.RejectedLog(tmp_path, max_bytes=1 << 30)
+    line = b"x" * rejected.MAX_KEPT_LINE
+    for _ in range(2 * rejected.MAX_PENDING_BYTES // len(line)):
+        log.record("invalid", "row: expected a JSON object", line)
+    assert not (tmp_path / "runs_log").exists()
+    assert log.dropped > 0
+    await log.flush()
+    written = (tmp_path / "runs_log" / "rejected" / "rejected.jsonl").read_bytes()
+    assert 0 < len(written) <= rejected.MAX_PENDING_BYTES
+    assert written.count(b"\n") + log.dropped == 2 * rejected.MAX_PENDING_BYTES // len(line)

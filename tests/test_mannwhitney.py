@@ -104,3 +104,22 @@ def test_auto_uses_the_normal_approximation_for_large_samples() -> None:
 def test_unknown_method_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown method"):
         mann_whitney_u([1.0], [2.0], method="bootstrap")
+
+
+def test_auto_chooses_as_scipy_does_around_eight() -> None:
+    """SciPy's auto: exact when a sample has at most 8 values and nothing is tied."""
+    rng = random.Random(8)
+    for n1, n2 in [(8, 8), (8, 30), (9, 9), (7, 12), (9, 40)]:
+        x = [rng.random() for _ in range(n1)]
+        y = [rng.random() + 0.3 for _ in range(n2)]
+        ours = mann_whitney_u(x, y)
+        assert ours.method == ("exact" if min(n1, n2) <= 8 else "asymptotic")
+        ref = stats.mannwhitneyu(x, y, alternative="two-sided", method="auto")
+        assert ours.p_value == pytest.approx(float(ref.pvalue), rel=1e-9)
+
+
+def test_a_lopsided_pair_is_not_counted_exactly() -> None:
+    """3 values against 100,000: the exact distribution would cost seconds; the normal
+    approximation answers at once."""
+    ours = mann_whitney_u([1.0, 2.0, 3.0], [float(i) + 0.5 for i in range(100_000)])
+    assert ours.method == "asymptotic" and ours.p_value is not None

@@ -108,7 +108,8 @@ def test_data_dir_follows_the_system_daemon_when_its_socket_exists(system_socket
     system_socket.touch()
     assert resolve_data_dir(environ=environ) == paths.SYSTEM_DATA_DIR
     assert resolve_data_dir(environ={"MANTIS_DATA_DIR": "/d"}) == Path("/d")
-    assert resolve_data_dir(environ={"MODAL_TASK_ID": "t"}) == MODAL_DATA_DIR
+    # Before the platform's default, as the service's own $STATE_DIRECTORY is (daemon/cli.py).
+    assert resolve_data_dir(environ={"MODAL_TASK_ID": "t"}) == paths.SYSTEM_DATA_DIR
 
 
 def test_shard_and_rejected_locations(tmp_path: Path) -> None:

@@ -149,6 +149,22 @@ def test_finished_more_than_a_day_ahead_is_rejected() -> None:
     assert reject(row_at(finished_at="9999-12-31T23:59:59Z")).startswith("finished_at: ")
 
 
+@pytest.mark.parametrize("field", ["created_at", "finished_at"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"])
+def test_timestamps_without_a_utc_instant_are_rejected_by_name(field: str, value: str) -> None:
+    """Python cannot hold these in UTC: a RowError naming the field, never an OverflowError
+    (which would escape every caller's error handling), from a dict and from JSON alike."""
+    assert reject(row_at(**{field: value})) == f"{field}: {value} is out of range in UTC"
+    with pytest.raises(RowError, match=f"^{field}: "):
+        validate(msgspec.json.encode(row_at(**{field: value})), now=NOW)
+
+
+def test_finished_before_1970_is_rejected_so_every_shard_name_is_yyyy_mm() -> None:
+    assert reject(row_at(finished_at="0999-05-01T00:00:00Z")).startswith("finished_at: ")
+    assert reject(row_at(finished_at="1969-12-31T23:59:59Z")).endswith("is before 1970")
+    assert validate(row_at(finished_at="1970-01-01T00:00:00Z"), now=NOW).month == "1970-01"
+
+
 def test_default_clock_is_now() -> None:
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=23)
     assert validate(make_row(finished_at=soon.isoformat())).month == soon.strftime("%Y-%m")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -78,3 +81,44 @@ def test_a_threaded_process_is_not_forked() -> None:
         release.set()
         thread.join()
     assert pids == {parent}
+
+
+HOST_PROGRAM = """
+import signal, sys
+from mantisd.stats.fanout import fan_out
+if sys.argv[1] == "sigterm-handler":
+    signal.signal(signal.SIGTERM, lambda *_: None)  # the host's own handler, inherited
+    results = fan_out(lambda i: b"x" * 200_000, range(20), workers=2)  # > a pipe's worth
+    next(results)
+    results.close()  # stop early: the workers must end
+    print("closed")
+else:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps children itself
+    print(sum(fan_out(lambda i: i * i, range(10), workers=2)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"), [("sigterm-handler", "closed"), ("sigchld-ignored", "285")]
+)
+def test_workers_end_whatever_the_host_program_did_with_signals(host: str, expected: str) -> None:
+    """A host that catches SIGTERM (children inherit it) or ignores SIGCHLD: no hang, no
+    ChildProcessError, the same results."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HOST_PROGRAM, host], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [expected]
+
+
+def test_a_worker_killed_by_a_signal_has_its_items_computed_here() -> None:
+    parent = os.getpid()
+
+    def work(i: int) -> tuple[int, bool]:
+        if i == 3 and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return i, os.getpid() == parent
+
+    results = list(fan_out(work, range(6), workers=2))
+    assert [i for i, _ in results] == list(range(6))
+    assert results[3] == (3, True)  # recomputed in the parent, in order

@@ -405,20 +405,49 @@ def test_a_failed_fsync_is_reported_and_rolled_back(data_dir: Path) -> None:
     assert shard.read_bytes() == earlier + later
 
 
-def test_a_failed_directory_fsync_is_reported(data_dir: Path) -> None:
-    """The new file's own fsync (1st) works, the directory's (2nd) fails: not acknowledged.
-
-    The row stays in the file (its data is durable, its name may not be): the caller's retry
-    may write it twice, and readers keep one copy per `run_id`.
-    """
-    shard = shard_path(data_dir, JAN)
+def test_a_failed_directory_fsync_is_reported_and_the_retry_makes_the_name_durable(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The new file's directory fsync (the 1st fsync) fails: nothing is written into the file
+    and the append is not acknowledged; the retry fsyncs the directory before its rows."""
+    shard = shard_path(data_dir.resolve(), JAN)
     shard.parent.mkdir(parents=True)
     line = row_line()
-    inject = (*STRACE, "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2")
+    inject = (*STRACE, "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=1")
     outcomes = run_child(CHILD_APPEND, shard, line.decode(), prefix=inject)
     assert outcomes[0]["errno"] == errno.EIO
     assert "directory fsync failed" in outcomes[0]["error"]
+    assert shard.read_bytes() == b""
+    assert traced_fsyncs(tmp_path, shard, line) == [shard.parent, shard]
     assert shard.read_bytes() == line
+
+
+@pytest.mark.parametrize("move", ["rename", "delete"])
+def test_a_shard_moved_away_during_the_fsync_gets_the_rows_again(
+    data_dir: Path, tmp_path: Path, move: str
+) -> None:
+    """Archiving needs no lock: a shard renamed or deleted after the writer locked it (here:
+    while its fsync is held up by strace) must not be the only home of the rows."""
+    shard = shard_path(data_dir, JAN)
+    earlier, line = row_line(), row_line()
+    append(shard, earlier)  # exists: the first fsync is the rows' own
+    slow = (*STRACE, "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=1500000:when=1")
+    child = subprocess.Popen(
+        [*slow, sys.executable, "-c", CHILD_APPEND, str(shard), line.decode()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while shard.stat().st_size == len(earlier):  # written, not yet fsynced
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    archived = tmp_path / "archived.jsonl"
+    shard.rename(archived) if move == "rename" else shard.unlink()
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and json.loads(out) == [{"ok": True}]
+    assert shard.read_bytes() == line  # the new file in the log holds the row
+    if move == "rename":
+        assert archived.read_bytes() == earlier + line  # a duplicate, never a loss
 
 
 def traced_fsyncs(tmp_path: Path, shard: Path, payload: bytes) -> list[Path]:
@@ -433,22 +462,23 @@ def test_the_directory_is_fsynced_when_a_shard_is_created(data_dir: Path, tmp_pa
     data_dir = data_dir.resolve()
     runs_log = data_dir / "runs_log"
     jan, feb = shard_path(data_dir, JAN), shard_path(data_dir, "2026-02")
-    # First row ever: runs_log/ is created (its parent fsynced), then the shard (runs_log/ too).
-    assert traced_fsyncs(tmp_path, jan, row_line()) == [data_dir, jan, runs_log]
+    # First row ever: runs_log/ is created (its parent fsynced), then the shard: its name is
+    # made durable (runs_log/ fsynced) before its rows are written and fsynced.
+    assert traced_fsyncs(tmp_path, jan, row_line()) == [data_dir, runs_log, jan]
     # Later appends to an existing shard fsync only the file.
     assert traced_fsyncs(tmp_path, jan, row_line()) == [jan]
     # A new month creates a new file: its name is made durable again.
-    assert traced_fsyncs(tmp_path, feb, row_line("2026-02")) == [feb, runs_log]
+    assert traced_fsyncs(tmp_path, feb, row_line("2026-02")) == [runs_log, feb]
     assert [len(stored_run_ids(p)) for p in (jan, feb)] == [2, 1]
 
 
 def test_an_empty_leftover_shard_gets_its_directory_fsync(data_dir: Path, tmp_path: Path) -> None:
-    """A creator that failed before its directory fsync left an empty file: the next writer
-    that puts rows into it must make its name durable."""
+    """A creator that failed or died before its directory fsync left an empty file: the next
+    writer that puts rows into it makes its name durable first."""
     shard = shard_path(data_dir.resolve(), JAN)
     shard.parent.mkdir(parents=True)
     shard.touch()
-    assert traced_fsyncs(tmp_path, shard, row_line()) == [shard, shard.parent]
+    assert traced_fsyncs(tmp_path, shard, row_line()) == [shard.parent, shard]
 
 
 # --- permissions and odd paths -----------------------------------------------------------------

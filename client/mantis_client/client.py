@@ -163,7 +163,8 @@ class Client:
 
     def _write_directly(self, valid: ValidRow, why: str) -> AppendResult:
         try:
-            append_rows(self.data_dir, [valid])
+            # A writer stuck holding the shard's lock (a frozen daemon) must not hang us.
+            append_rows(self.data_dir, [valid], lock_timeout=self.timeout)
         except Exception as exc:
             log.warning("dropped run %s: %s; direct write failed: %s", valid.run_id, why, exc)
             return AppendResult(Outcome.DROPPED, f"{why}; direct write: {exc}", valid.run_id)

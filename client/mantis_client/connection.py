@@ -65,6 +65,8 @@ class DaemonConnection:
 
     def exchange(self, line: bytes, deadline: float) -> Reply:
         """Send one `\\n`-terminated line and return the daemon's reply to it."""
+        if self._buffer:  # a reply nobody asked for: the stream is out of step, start afresh
+            raise ConnectionClosed(f"unexpected data from mantisd: {self._buffer[:200]!r}")
         self._sock.settimeout(remaining(deadline))
         # MSG_NOSIGNAL: a dead daemon is EPIPE, never SIGPIPE, even if the host process
         # restored SIGPIPE's default action.

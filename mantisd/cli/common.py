@@ -81,14 +81,13 @@ def resolve_window(
 
 
 def log_root(data_dir: Path | None) -> Path:
-    """The data dir to read, checked: it and its `runs_log/` must exist (else exit 1)."""
-    from mantisd.paths import resolve_data_dir, runs_log_dir
+    """The data dir to read, checked: it must exist (else exit 1). Without `runs_log/` yet it
+    simply holds no runs (the usual "no runs" answer, with the JSON still printed)."""
+    from mantisd.paths import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     if not root.is_dir():
         raise click.ClickException(f"data dir {root} does not exist (see --data-dir)")
-    if not runs_log_dir(root).is_dir():
-        raise click.ClickException(f"no run log in {root} ({runs_log_dir(root)} does not exist)")
     return root
 
 

@@ -125,9 +125,12 @@ def compare(
             "must not be in both samples"
         )
     root = log_root(data_dir)
+    # Without --until the current window stays open at the top: rows from pods whose clocks
+    # run ahead (the store takes up to a day) are current runs too.
+    current_until = current[1] if until else None
     queries = [
         StatsQuery(workflow_id, last=last or NO_CAP, status=status or None, since=low, until=high)
-        for low, high in (baseline, current)
+        for low, high in ((baseline[0], baseline[1]), (current[0], current_until))
     ]
     before, after = select_many_with_progress(root, *queries)
     for selection in (before, after):

@@ -68,9 +68,11 @@ def trend(
     Periods without runs show n 0; a period the window covers only in part is marked *.
     The window is since <= finished_at < until.
     """
+    import dataclasses
     import datetime as dt
 
     from mantisd.paths import runs_log_dir
+    from mantisd.schema import MAX_FUTURE
     from mantisd.stats import trend as periods
     from mantisd.stats.durations import check_window, format_instant, rfc3339
     from mantisd.stats.query import StatsQuery, select_periods
@@ -89,9 +91,13 @@ def trend(
         )
     root = log_root(data_dir)
     query = StatsQuery(workflow_id, status=status or None, since=low, until=high)
+    scan_bounds = bounds
+    if until is None:  # open at the top: rows from pods whose clocks run ahead count (last period)
+        scan_bounds = [*bounds[:-1], max(bounds[-1], now + MAX_FUTURE)]
+        query = dataclasses.replace(query, until=None)
     on_shard, done = progress()
     try:
-        selections, report = select_periods(root, query, bounds, on_shard=on_shard)
+        selections, report = select_periods(root, query, scan_bounds, on_shard=on_shard)
     except OSError as exc:
         raise click.ClickException(f"cannot read the run log: {exc}") from None
     finally:

@@ -198,7 +198,9 @@ def status(socket_path: Path | None, as_json: bool, timeout: float) -> None:
         reply = _request(path, b'{"op":"status"}\n', timeout)
     except OSError as exc:
         raise click.ClickException(f"cannot reach mantisd on {path}: {exc}") from None
-    if not reply.get("ok"):
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise click.ClickException(f"{path} did not answer like mantisd: {exc}") from None
+    if not reply.get("ok") or not isinstance(reply.get("status"), dict):
         raise click.ClickException(f"mantisd on {path}: {reply.get('error', reply)}")
     counters: dict[str, Any] = reply["status"]
     if as_json:
@@ -220,7 +222,7 @@ def _request(path: Path, line: bytes, timeout: float) -> dict[str, Any]:
             reply_line = f.readline()
     if not reply_line:
         raise OSError("connection closed without a reply")
-    reply: dict[str, Any] = msgspec.json.decode(reply_line)
+    reply: dict[str, Any] = msgspec.json.decode(reply_line, type=dict[str, Any])
     return reply
 
 

@@ -28,8 +28,3 @@ class Config:
     drain_timeout: float = 10.0
     rejected_max_bytes: int = 16 * 1024 * 1024
     latency_window: int = 4096
-
-    @property
-    def peer_check(self) -> bool:
-        """Peers are checked only when an allow list was given."""
-        return bool(self.allow_uids or self.allow_gids)

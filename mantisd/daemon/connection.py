@@ -94,16 +94,18 @@ class Connection:
         while True:
             self._push_idle_deadline()
             try:
-                line = await buffered.receive_until(b"\n", limit)
+                # limit + 1: a line of exactly `limit` bytes has its `\n` at index `limit`
+                line = await buffered.receive_until(b"\n", limit + 1)
+                too_long = len(line) > limit  # a long line that came whole in one chunk
             except anyio.DelimiterNotFound:
-                line = bytes(buffered.buffer)
+                line, too_long = bytes(buffered.buffer), True
             except anyio.IncompleteRead:
                 if buffered.buffer:  # hung up mid-line: that partial row is not written
                     logger.debug("client left mid-line (%d bytes dropped)", len(buffered.buffer))
                 return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 return
-            if len(line) > limit:  # also when the whole long line came in one chunk
+            if too_long:
                 reason = f"line longer than {limit} bytes; closing the connection"
                 self._reject("limit", reason, line)
                 await self._send_ticket(replies, Ticket(reply=failure("limit", reason)))

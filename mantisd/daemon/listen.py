@@ -1,13 +1,15 @@
 """The listening socket: the one systemd passed us (`LISTEN_FDS`), or a path we bind.
 
 A stale socket file (nobody accepts on it) is replaced; a live daemon on the path is refused,
-so two daemons never split one pod's clients between them.
+so two daemons never split one pod's clients between them. Two daemons starting at once are
+told apart by an exclusive `flock` on `<socket>.lock`, held for the daemon's life.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -36,6 +38,7 @@ class Bound:
     listener: SocketListener
     path: Path | None  # where clients connect (None when unknown, e.g. an abstract socket)
     created: tuple[int, int] | None  # (st_dev, st_ino) of the socket file we bound
+    lock_fd: int | None = None  # holds `<socket>.lock` while we serve on the path
 
 
 def systemd_socket(environ: MutableMapping[str, str] | None = None) -> socket.socket | None:
@@ -77,9 +80,31 @@ def systemd_socket(environ: MutableMapping[str, str] | None = None) -> socket.so
     return chosen
 
 
+def _claim(path: Path) -> int:
+    """Lock `<path>.lock` for as long as we serve on `path`; a second daemon is refused here,
+    before it could take a starting daemon's socket for a stale one."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    owner = path.parent.stat().st_uid
+    if owner not in (0, os.geteuid()):
+        raise ListenError(
+            f"{path.parent} belongs to uid {owner}: refusing to serve from a directory "
+            "another user controls"
+        )
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ListenError(f"cannot open {lock}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ListenError(f"another mantisd is already listening on {path}") from None
+    return fd
+
+
 def _replace_stale(path: Path) -> None:
     """Remove `path` if it is a socket nobody listens on; refuse a live daemon or a non-socket."""
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -110,12 +135,17 @@ async def bind(path: Path | None, *, mode: int) -> Bound:
         return Bound(await SocketListener.from_socket(inherited), where, None)
     if path is None:
         raise ListenError("no socket path given and no socket passed by systemd")
-    _replace_stale(path)
+    lock_fd = _claim(path)
     try:
+        _replace_stale(path)
         listener = await anyio.create_unix_listener(path, mode=mode)
     except OSError as exc:
+        os.close(lock_fd)
         raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
-    return Bound(listener, path, _identity(path))
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return Bound(listener, path, _identity(path), lock_fd)
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -124,7 +154,17 @@ def _identity(path: Path) -> tuple[int, int]:
 
 
 def remove_socket_file(bound: Bound) -> None:
-    """Remove the socket file if it is still the one we created (never another daemon's)."""
+    """Remove the socket file if it is still the one we created (never another daemon's),
+    then let go of the path's lock."""
+    try:
+        _remove_own_socket_file(bound)
+    finally:
+        if bound.lock_fd is not None:
+            os.close(bound.lock_fd)
+            bound.lock_fd = None
+
+
+def _remove_own_socket_file(bound: Bound) -> None:
     if bound.path is None or bound.created is None:
         return
     try:

@@ -1,7 +1,9 @@
 """Rejected rows, kept with their reason under `runs_log/rejected/`, never in a month shard.
 
 Bounded: when the file passes half the budget it is rotated to `.1` (the old `.1` is dropped).
-Not fsync'ed: this is a diagnostic trail, and it must never slow the good rows down.
+Not fsync'ed: this is a diagnostic trail, and it must never slow the good rows down. So the
+connections only queue entries in memory (bounded too: past `MAX_PENDING_BYTES` they are
+counted and dropped), and a task writes them out in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+import anyio
 import msgspec
 
 from mantisd.paths import rejected_dir
@@ -19,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 #: The longest piece of a rejected line that is kept (a 64 KiB abusive line is not worth more).
 MAX_KEPT_LINE = 4096
+#: Entries waiting to be written, at most (a flood of bad lines must not grow memory).
+MAX_PENDING_BYTES = 1 << 20
+#: How often queued entries are written out.
+FLUSH_PERIOD = 0.1
 
 
 class RejectedLog:
@@ -28,9 +35,13 @@ class RejectedLog:
         self.path = rejected_dir(data_dir) / "rejected.jsonl"
         self._rotate_at = max(max_bytes // 2, 1)
         self._failing = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        #: entries dropped because too many were waiting to be written
+        self.dropped = 0
 
     def record(self, kind: str, reason: str, line: bytes) -> None:
-        """Keep one rejection; problems are logged once and otherwise ignored."""
+        """Queue one rejection for the next flush (never blocks)."""
         kept = line[:MAX_KEPT_LINE].decode("utf-8", errors="replace")
         entry = {
             "received_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
@@ -40,8 +51,29 @@ class RejectedLog:
             "line": kept,
         }
         data = msgspec.json.encode(entry) + b"\n"
+        if self._pending_bytes + len(data) > MAX_PENDING_BYTES:
+            self.dropped += 1
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+
+    async def run(self) -> None:
+        """Write queued entries out every `FLUSH_PERIOD` until cancelled."""
+        while True:
+            await anyio.sleep(FLUSH_PERIOD)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._pending:
+            entries = self._pending
+            self._pending = []
+            self._pending_bytes = 0
+            await anyio.to_thread.run_sync(self._write, entries)
+
+    def _write(self, entries: list[bytes]) -> None:
+        """Append entries; problems are logged once per episode and otherwise ignored."""
         try:
-            self._append(data)
+            self._append(entries)
         except OSError as exc:
             if not self._failing:
                 logger.warning("cannot keep rejected rows in %s: %s", self.path, exc)
@@ -49,16 +81,28 @@ class RejectedLog:
         else:
             self._failing = False
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, entries: list[bytes]) -> None:
         self.path.parent.mkdir(mode=0o770, parents=True, exist_ok=True)
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
             size = 0
-        if size + len(data) > self._rotate_at and size:
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        chunk: list[bytes] = []
+        for entry in entries:
+            if size and size + len(entry) > self._rotate_at:
+                self._write_chunk(chunk)
+                chunk = []
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                size = 0
+            chunk.append(entry)
+            size += len(entry)
+        self._write_chunk(chunk)
+
+    def _write_chunk(self, chunk: list[bytes]) -> None:
+        if not chunk:
+            return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o660)
         try:
-            os.write(fd, data)
+            os.write(fd, b"".join(chunk))
         finally:
             os.close(fd)

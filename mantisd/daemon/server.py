@@ -25,6 +25,7 @@ from mantisd.daemon.replies import failure
 from mantisd.daemon.status import Counters
 from mantisd.daemon.writer import Job, Writer
 from mantisd.paths import runs_log_dir
+from mantisd.store import ensure_dir
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Server:
         return self.counters.snapshot(
             queue_depth=self._queue_receive.statistics().current_buffer_used,
             writer_busy=self.writer.busy_since is not None,
-        )
+        ) | {"rejected_dropped": self.rejected.dropped}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._check_data_dir()
@@ -70,6 +71,7 @@ class Server:
                 tg.start_soon(self.writer.run, self._queue_receive)
                 tg.start_soon(self._watchdog)
                 tg.start_soon(self._report_status)
+                tg.start_soon(self.rejected.run)
                 accepting = anyio.CancelScope()
                 tg.start_soon(self._accept_loop, bound.listener, tg, accepting)
                 where = bound.path or "the socket passed by systemd"
@@ -79,6 +81,8 @@ class Server:
                 await self._stop.wait()
                 await self._shutdown(bound.listener, accepting)
                 tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await self.rejected.flush()  # the last rejections, written after the rows
         finally:
             listen.remove_socket_file(bound)
             self.notifier.close()
@@ -224,7 +228,7 @@ class Server:
                 network,
             )
         try:
-            runs_log_dir(data_dir).mkdir(mode=0o770, parents=True, exist_ok=True)
+            ensure_dir(runs_log_dir(data_dir))  # with the fsyncs that make its name durable
         except OSError as exc:
             logger.warning(
                 "cannot create %s (%s): rows will get storage errors until fixed",

@@ -31,12 +31,14 @@ class Job(NamedTuple):
     ticket: Ticket
 
 
-class Outcome(NamedTuple):
+class Commit(NamedTuple):
+    """How one shard group's append went: its duration, and the error if it failed."""
+
     seconds: float
     error: str | None
 
 
-def write_groups(groups: list[tuple[Path, bytes]]) -> list[Outcome]:
+def write_groups(groups: list[tuple[Path, bytes]]) -> list[Commit]:
     """Append each shard's payload (in a worker thread); one failure does not stop the rest."""
     outcomes = []
     for path, payload in groups:
@@ -44,12 +46,12 @@ def write_groups(groups: list[tuple[Path, bytes]]) -> list[Outcome]:
         try:
             append(path, payload)
         except StoreError as exc:
-            outcomes.append(Outcome(time.perf_counter() - started, str(exc)))
+            outcomes.append(Commit(time.perf_counter() - started, str(exc)))
         except Exception as exc:  # a bug or an odd OS error must not kill the writer
             logger.exception("unexpected error appending to %s", path)
-            outcomes.append(Outcome(time.perf_counter() - started, f"{path}: {exc}"))
+            outcomes.append(Commit(time.perf_counter() - started, f"{path}: {exc}"))
         else:
-            outcomes.append(Outcome(time.perf_counter() - started, None))
+            outcomes.append(Commit(time.perf_counter() - started, None))
     return outcomes
 
 
@@ -64,7 +66,6 @@ class Writer:
         self.busy_since: float | None = None
         self.done = anyio.Event()
         self._failing: set[Path] = set()
-        self._shards: dict[str, Path] = {}
 
     async def run(self, queue: MemoryObjectReceiveStream[Job]) -> None:
         try:
@@ -88,7 +89,7 @@ class Writer:
         by_month: dict[str, list[Job]] = {}
         for job in batch:
             by_month.setdefault(job.row.month, []).append(job)
-        groups = {self._shard(month): jobs for month, jobs in by_month.items()}
+        groups = {shard_path(self.data_dir, month): jobs for month, jobs in by_month.items()}
         payloads = [(path, b"".join(job.row.line for job in jobs)) for path, jobs in groups.items()]
         self.busy_since = time.monotonic()
         try:
@@ -109,15 +110,6 @@ class Writer:
                 reply = failure("storage", outcome.error)
                 for job in jobs:
                     job.ticket.resolve(reply)
-
-    def _shard(self, month: str) -> Path:
-        """`mantisd.paths.shard_path`, remembered: pathlib per row would cost more than fsync."""
-        path = self._shards.get(month)
-        if path is None:
-            if len(self._shards) > 64:
-                self._shards.clear()
-            path = self._shards[month] = shard_path(self.data_dir, month)
-        return path
 
     def _failed(self, path: Path, error: str, rows: int) -> None:
         self.counters.storage_errors += 1

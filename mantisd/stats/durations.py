@@ -22,6 +22,9 @@ _DATE_TIME = re.compile(
     r"(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[Zz]|[+-]\d{2}:\d{2})?)?$"
 )
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+#: Dates a window edge may name: no run finished before 1970 (the store refuses it), and
+#: period arithmetic (a month past the edge) must stay inside Python's datetime.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,10 @@ def parse_instant(text: str) -> dt.datetime | None:
         return None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=dt.UTC)
-    return instant.astimezone(dt.UTC)
+    try:
+        return instant.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00: no such instant in UTC
+        return None
 
 
 class TimeBoundType(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.4
@@ -102,6 +108,8 @@ class TimeBoundType(click.ParamType):  # type: ignore[type-arg]  # generic only 
         if ago is not None:
             return TimeBound(text, ago=ago)
         at = parse_instant(text)
+        if at is not None and not FIRST_YEAR <= at.year <= LAST_YEAR:
+            self.fail(f"{value!r} is outside the years {FIRST_YEAR} to {LAST_YEAR}", param, ctx)
         if at is not None:
             return TimeBound(text, at=at)
         self.fail(

@@ -19,7 +19,9 @@ Item = TypeVar("Item")
 
 def default_workers() -> int:
     """One worker per CPU this process may run on, at most 4."""
-    return min(4, len(os.sched_getaffinity(0)))
+    if hasattr(os, "sched_getaffinity"):
+        return min(4, len(os.sched_getaffinity(0)))
+    return min(4, os.cpu_count() or 1)  # macOS has no affinity mask
 
 
 def fan_out(work: Callable[[Item], T], items: Sequence[Item], *, workers: int) -> Generator[T]:
@@ -45,7 +47,13 @@ def fan_out(work: Callable[[Item], T], items: Sequence[Item], *, workers: int) -
             if pid == 0:  # pragma: no cover - runs in the child (its coverage is not collected)
                 code = 1
                 try:
+                    # The host program's handlers are not ours: SIGKILL ends us anyway, but
+                    # a caught SIGTERM/SIGINT must not keep a worker alive.
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
                     os.close(read_end)
+                    for _, earlier in children:  # the parent's ends only: EOF/EPIPE stay true
+                        earlier.close()
                     with os.fdopen(write_end, "wb") as out:
                         for item in items[k::workers]:
                             try:
@@ -70,7 +78,7 @@ def fan_out(work: Callable[[Item], T], items: Sequence[Item], *, workers: int) -
         for pid, pipe in children:
             pipe.close()
             try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+                os.kill(pid, signal.SIGKILL)  # a worker holds nothing worth cleaning up
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass  # already gone, or reaped by the kernel (SIGCHLD ignored)

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-#: Below this size (either sample) and without ties the exact distribution is used.
-EXACT_BELOW = 8
+#: Up to this size (either sample) and without ties the exact distribution is used (SciPy's
+#: rule), unless the pair is so lopsided that counting it would cost more than it is worth.
+EXACT_UP_TO = 8
+EXACT_MAX_CELLS = 100_000
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,8 @@ class UTest:
 def mann_whitney_u(x: Sequence[float], y: Sequence[float], *, method: str = "auto") -> UTest:
     """Two-sided test that `x` and `y` come from the same distribution.
 
-    `method`: "exact", "asymptotic" or "auto" (exact when a sample is smaller than
-    `EXACT_BELOW` and there are no ties).
+    `method`: "exact", "asymptotic" or "auto" (exact when a sample has at most `EXACT_UP_TO`
+    values, there are no ties, and n1 * n2 is at most `EXACT_MAX_CELLS`).
     """
     n1, n2 = len(x), len(y)
     if n1 == 0 or n2 == 0:
@@ -40,7 +42,8 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float], *, method: str = "aut
     u1 = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
     big_u = max(u1, n1 * n2 - u1)
     if method == "auto":
-        method = "exact" if min(n1, n2) < EXACT_BELOW and not tie_sizes else "asymptotic"
+        small = min(n1, n2) <= EXACT_UP_TO and n1 * n2 <= EXACT_MAX_CELLS
+        method = "exact" if small and not tie_sizes else "asymptotic"
     if method == "exact":
         p = _exact_p(n1, n2, big_u)
     elif method == "asymptotic":
@@ -86,7 +89,7 @@ def _exact_p(n1: int, n2: int, big_u: float) -> float:
     return 2 * upper / math.comb(n1 + n2, n1)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)
 def _u_counts(m: int, n: int) -> tuple[int, ...]:
     """How many arrangements give each U, 0..m*n: the coefficients of the Gaussian binomial
     [m+n choose m]_q = prod_{i=1..m} (1 - q^(n+i)) / (1 - q^i), as truncated power series."""

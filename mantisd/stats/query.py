@@ -24,16 +24,15 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from mantisd.paths import list_shards
-from mantisd.reader import KeyedRow, Scanner, ScanReport, json_needle
-from mantisd.schema import BUCKETS, TOTAL, Seconds, Timestamp
+from mantisd.reader import CheckedRow, Scanner, ScanReport, json_needle
+from mantisd.schema import BUCKETS, TOTAL, Seconds
 from mantisd.stats.fanout import default_workers, fan_out
 
-Status = Literal["succeeded", "failed"]
 MaybeSeconds = Seconds | msgspec.UnsetType
 
 
@@ -55,30 +54,16 @@ class NineBuckets(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 assert NineBuckets.__struct_fields__ == BUCKETS
 
 
-class _Run(KeyedRow, gc=False):
-    """A run with only the nine usual buckets (no timestamp to parse)."""
+class _Run(CheckedRow, gc=False):
+    """A checked run with only the nine usual buckets (decoded without a dict)."""
 
-    workflow_id: str
-    status: Status
-    total_time_s: Seconds
     wall_time_breakdown: NineBuckets
 
 
-class _AnyRun(KeyedRow, gc=False):
-    """A run with any bucket names: the fallback when `_Run` refuses a row."""
+class _AnyRun(CheckedRow, gc=False):
+    """A checked run with any bucket names: the fallback when `_Run` refuses a row."""
 
-    workflow_id: str
-    status: Status
-    total_time_s: Seconds
     wall_time_breakdown: dict[str, Seconds]
-
-
-class _TimedRun(_Run, gc=False):
-    finished_at: Timestamp
-
-
-class _AnyTimedRun(_AnyRun, gc=False):
-    finished_at: Timestamp
 
 
 @dataclass(frozen=True)
@@ -376,12 +361,8 @@ def read_shard(data_dir: Path, month: str, *, query: StatsQuery, cap: int) -> Sh
 def _scan_shard(
     data_dir: Path, month: str, query: StatsQuery, report: ScanReport
 ) -> Generator[list[Any]]:
-    """One shard's candidate rows in blocks, newest first; timestamps parsed only if needed."""
-    timed = query.since is not None or query.until is not None
-    scanner = (
-        Scanner(_TimedRun, fallback=_AnyTimedRun) if timed else Scanner(_Run, fallback=_AnyRun)
-    )
-    return scanner.scan_blocks(
+    """One shard's candidate rows in blocks, newest first."""
+    return Scanner(_Run, fallback=_AnyRun).scan_blocks(
         data_dir,
         report,
         prefilter=json_needle(query.workflow_id),

@@ -37,6 +37,16 @@ def status_option(f: F) -> F:
     )(f)
 
 
+def buckets_option(f: F) -> F:
+    return click.option(
+        "--bucket",
+        "buckets",
+        multiple=True,
+        metavar="NAME",
+        help="Restrict to these wall-time buckets (repeatable); total_time_s is always shown.",
+    )(f)
+
+
 def json_option(f: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print a JSON object instead of the table."

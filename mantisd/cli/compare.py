@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from mantisd.cli.common import (
+    buckets_option,
     buckets_to_show,
     data_dir_option,
     json_option,
@@ -53,13 +54,7 @@ NO_CAP = sys.maxsize
     default=None,
     help="Newest-first cap on the runs of each window (default: every run of the window).",
 )
-@click.option(
-    "--bucket",
-    "buckets",
-    multiple=True,
-    metavar="NAME",
-    help="Restrict to these wall-time buckets (repeatable); total_time_s is always shown.",
-)
+@buckets_option
 @status_option
 @click.option(
     "--alpha",

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from mantisd.cli.common import (
+    buckets_option,
     buckets_to_show,
     data_dir_option,
     json_option,
@@ -35,13 +36,7 @@ from mantisd.stats.durations import TimeBound, window_phrase
     show_default=True,
     help="Newest-first cap on the runs considered (most recently logged first).",
 )
-@click.option(
-    "--bucket",
-    "buckets",
-    multiple=True,
-    metavar="NAME",
-    help="Restrict to these wall-time buckets (repeatable); total_time_s is always shown.",
-)
+@buckets_option
 @time_option("--since", "Window start, inclusive")
 @time_option("--until", "Window end, exclusive")
 @status_option

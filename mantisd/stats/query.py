@@ -12,6 +12,7 @@ column at C speed. A row with another bucket name falls back to a dict, in a slo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -20,7 +21,7 @@ import itertools
 import sys
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -148,6 +149,19 @@ LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 EAGER_FAN_OUT = 5000
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a scan makes millions of short-lived acyclic objects: its passes
+    would be pure cost."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def select(
     data_dir: Path,
     query: StatsQuery,
@@ -166,19 +180,13 @@ def select(
     selection = Selection()
     seen: set[int] = set()
     parts = _parts(data_dir, months, query, selection, workers or default_workers())
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # millions of short-lived acyclic objects: collection passes are pure cost
-    try:
+    with _gc_paused(), contextlib.closing(parts):
         for index, month in enumerate(months):
             if on_shard:
                 on_shard(index, len(months), month)
             _merge(selection, next(parts), seen, query.last)
             if selection.run_count >= query.last:
                 break
-    finally:
-        parts.close()
-        if gc_was_enabled:
-            gc.enable()
     return selection
 
 
@@ -207,17 +215,11 @@ def select_many(
         return read_shard(data_dir, job[1], query=query, cap=query.last)
 
     parts = fan_out(work, jobs, workers=workers or default_workers())
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # as in `select`
-    try:
+    with _gc_paused(), contextlib.closing(parts):
         for index, ((which, month), part) in enumerate(zip(jobs, parts, strict=True)):
             if on_shard:
                 on_shard(index, len(jobs), month)
             _merge(selections[which], part, seen[which], queries[which].last)
-    finally:
-        parts.close()
-        if gc_was_enabled:
-            gc.enable()
     return selections
 
 
@@ -250,9 +252,7 @@ def select_periods(
     seen: set[int] = set()
     work = functools.partial(read_shard_periods, data_dir, query=window, edges=tuple(edges))
     results = fan_out(work, months, workers=workers or default_workers())
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # as in `select`
-    try:
+    with _gc_paused(), contextlib.closing(results):
         for index, (month, (shard_report, parts)) in enumerate(zip(months, results, strict=True)):
             if on_shard:
                 on_shard(index, len(months), month)
@@ -261,10 +261,6 @@ def select_periods(
             report.shards_read += shard_report.shards_read
             for selection, part in zip(selections, parts, strict=True):
                 _merge(selection, part, seen, window.last)
-    finally:
-        results.close()
-        if gc_was_enabled:
-            gc.enable()
     report.duplicates += sum(s.report.duplicates for s in selections)
     return selections, report
 

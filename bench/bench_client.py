@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_UNDER_STRACE = "MANTIS_BENCH_UNDER_STRACE"
 sys.path.insert(0, str(ROOT))  # for tests.rows, the runtime-like row factory
+
+from benchlib import reexec_with_slow_fsync  # noqa: E402
 
 from mantis_client import Client, Outcome  # noqa: E402
 from mantisd.schema import validate  # noqa: E402
@@ -149,14 +150,7 @@ def main() -> None:
     parser.add_argument("--hung-timeout", type=float, default=0.2, help="client timeout (s)")
     parser.add_argument("--fsync-delay-ms", type=float, default=0.0, help="slow every fsync")
     args = parser.parse_args()
-    if args.fsync_delay_ms and not os.environ.get(_UNDER_STRACE):
-        delay_us = round(args.fsync_delay_ms * 1000)
-        strace = ["strace", "-f", "--seccomp-bpf", "-qq", "-o", "/dev/null"]
-        strace += ["-e", "trace=fsync,fdatasync"]
-        strace += ["-e", f"inject=fsync,fdatasync:delay_exit={delay_us}"]
-        os.execvpe(
-            "strace", [*strace, sys.executable, *sys.argv], {**os.environ, _UNDER_STRACE: "1"}
-        )
+    reexec_with_slow_fsync(args.fsync_delay_ms)
 
     (ROOT / "bench" / "data").mkdir(parents=True, exist_ok=True)
     with (

@@ -26,9 +26,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchlib import best_of
 
 from mantisd.paths import list_shards
 from mantisd.sample import generate, workflow_ids
@@ -110,15 +111,6 @@ def check_agreement(data_dir: Path) -> int:
                 assert abs(ours - theirs) <= 1e-6, (side, bucket["bucket"], p, ours, theirs)
     count: int = both["current"]["run_count"]
     return count
-
-
-def best_of(repeat: int, action: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:

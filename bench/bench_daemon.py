@@ -44,10 +44,11 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATA = ROOT / "bench" / "data"
 WINDOW = 256
-_UNDER_STRACE = "MANTIS_BENCH_UNDER_STRACE"
 OK_LINE = b'{"ok":true}\n'
 
 sys.path.insert(0, str(ROOT))
+from benchlib import reexec_with_slow_fsync  # noqa: E402
+
 from mantisd.schema import BUCKETS  # noqa: E402
 
 
@@ -277,13 +278,7 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument("--fsync-delay-ms", type=float, default=0.0, help="slow every fsync")
     args = parser.parse_args()
-    if args.fsync_delay_ms and not os.environ.get(_UNDER_STRACE):
-        delay_us = round(args.fsync_delay_ms * 1000)
-        strace = ["strace", "-f", "--seccomp-bpf", "-qq", "-o", "/dev/null"]
-        strace += ["-e", "trace=fsync,fdatasync"]
-        strace += ["-e", f"inject=fsync,fdatasync:delay_exit={delay_us}"]
-        env = {**os.environ, _UNDER_STRACE: "1"}
-        os.execvpe("strace", [*strace, sys.executable, *sys.argv], env)
+    reexec_with_slow_fsync(args.fsync_delay_ms)
     rss_seconds = args.rss_seconds or (10.0 if args.quick else 60.0)
     latency_seconds = args.latency_seconds or (5.0 if args.quick else 15.0)
     scale = 0.5 if args.quick else 1.0

@@ -27,9 +27,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchlib import best_of
 
 from mantisd.paths import list_shards
 from mantisd.sample import generate, workflow_ids
@@ -178,15 +179,6 @@ def naive(data_dir: Path, last: int) -> Percentiles:
 
 
 # ----------------------------------------------------------------- measurement
-
-
-def best_of(repeat: int, action: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def same(a: Percentiles, b: Percentiles, what: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,19 @@ def short_tmp() -> Iterator[Path]:
     """A short directory for AF_UNIX socket paths (limited to ~108 bytes)."""
     with tempfile.TemporaryDirectory(prefix="mt-", dir="/tmp") as d:
         yield Path(d)
+
+
+@pytest.fixture
+def traversable_dir() -> Iterator[Path]:
+    """A directory any user can traverse (pytest's tmp_path is private to its owner), for
+    tests that run a child as an unprivileged user."""
+    path = Path(tempfile.mkdtemp(prefix="mantis-"))
+    path.chmod(0o755)
+    yield path
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            Path(root, name).chmod(0o700)
+    shutil.rmtree(path)
 
 
 @pytest.fixture

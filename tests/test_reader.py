@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,18 +286,6 @@ except OSError as exc:
     result["unbounded"] = type(exc).__name__
 print(json.dumps(result))
 """
-
-
-@pytest.fixture
-def traversable_dir() -> Iterator[Path]:
-    """A directory any user can traverse (pytest's tmp_path is private to its owner)."""
-    path = Path(tempfile.mkdtemp(prefix="mantis-reader-"))
-    path.chmod(0o755)
-    yield path
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            Path(root, name).chmod(0o700)
-    shutil.rmtree(path)
 
 
 def scan_as_another_user(data_dir: Path, oldest: str, newest: str) -> dict[str, Any]:

@@ -12,10 +12,8 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -482,18 +480,6 @@ def test_an_empty_leftover_shard_gets_its_directory_fsync(data_dir: Path, tmp_pa
 
 
 # --- permissions and odd paths -----------------------------------------------------------------
-
-
-@pytest.fixture
-def traversable_dir() -> Iterator[Path]:
-    """A directory any user can traverse (pytest's tmp_path is private to its owner)."""
-    path = Path(tempfile.mkdtemp(prefix="mantis-store-"))
-    path.chmod(0o755)
-    yield path
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            Path(root, name).chmod(0o700)
-    shutil.rmtree(path)
 
 
 def as_another_user() -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """mantis_client against a real `mantisd` process: delivered, restarted, refusing, failing.
 
 Every daemon here is the real one (`tests/daemon_process.running_daemon`) on a temporary socket
-and data dir; its storage error comes from a shard symlinked to the real /dev/full.
+and data dir; its storage error comes from a shard on a really full disk (`tests/full_disk.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mantis_client import Client, Outcome, append
 from mantisd.paths import shard_path
 from mantisd.reader import Scanner, ScanReport, StatRow, json_needle
 from tests.daemon_process import running_daemon, wait_for
+from tests.full_disk import shard_on_a_full_disk
 from tests.rows import RowFactory
 from tests.test_client import ABSENT_BOUND_S, ABSENT_CALLS, lines_on_disk, run_ids_on_disk
 
@@ -97,12 +98,13 @@ def test_client_reconnects_after_the_daemon_closes_an_idle_connection(
 def test_daemon_storage_error_makes_the_client_write_directly(
     short_tmp: Path, tmp_path: Path, data_dir: Path, row_factory: RowFactory
 ) -> None:
-    """The daemon's shard is /dev/full (ENOSPC); the client's own data dir is writable."""
+    """The daemon's shard is on a full disk (ENOSPC); the client's own data dir is writable."""
     row = row_factory()
     daemon_dir = tmp_path / "daemon-data"
-    (daemon_dir / "runs_log").mkdir(parents=True)
-    shard_path(daemon_dir, row["finished_at"][:7]).symlink_to("/dev/full")
-    with running_daemon(short_tmp / "d.sock", daemon_dir) as daemon:
+    with (
+        shard_on_a_full_disk(shard_path(daemon_dir, row["finished_at"][:7])),
+        running_daemon(short_tmp / "d.sock", daemon_dir) as daemon,
+    ):
         result = append(row, socket_path=daemon.socket, data_dir=data_dir)
         assert daemon.status()["storage_errors"] >= 1
     assert result.outcome is Outcome.WRITTEN_DIRECTLY

@@ -1,11 +1,13 @@
 """`Client`: append rows through one daemon connection, or write them directly when it fails.
 
 Paths, in order (design.md, "Client"): validate locally (an invalid row is rejected, never
-written); send to the daemon and wait for its durable ack until the deadline; on anything but
-an ack or an `invalid` reply, append the row to its shard with the store's own code. The call
-never raises an `Exception` into the caller and never blocks longer than its timeout plus one
-direct write. `BaseException`s that are not `Exception`s (KeyboardInterrupt, SystemExit,
-cancellation) belong to the caller and always propagate.
+written); send to the daemon, if its socket passes the trust checks (`trust.py`), and wait for
+its durable ack until the deadline; on anything but an ack or an `invalid` reply (no daemon,
+an untrusted socket, a refusal, a hang, a storage error, an unexpected error on the way), append
+the row to its shard with the store's own code. The call never raises an `Exception` into the
+caller and never blocks longer than its timeout plus one direct write. `BaseException`s that
+are not `Exception`s (KeyboardInterrupt, SystemExit, cancellation) belong to the caller and
+always propagate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from mantis_client.aio import run_blocking
 from mantis_client.connection import ConnectionClosed, DaemonConnection, Reply, ReplyError
 from mantis_client.outcome import AppendResult, Outcome
+from mantis_client.trust import TrustedUids, UntrustedSocket, check_listener, check_socket_path
 from mantisd.paths import resolve_data_dir, resolve_socket_path
 from mantisd.schema import Row, RowError, ValidRow, validate
 from mantisd.store import append_rows
@@ -43,8 +46,9 @@ class Client:
 
     One exchange is in flight at a time (a lock guards the connection); a thread that cannot
     get the connection before its deadline writes its row directly instead of waiting. The
-    socket path and data dir are resolved once, here; the module-level `append` re-resolves
-    them on every call.
+    socket path, data dir and expected daemon uid (`expect_uid`, else `$MANTIS_DAEMON_UID`)
+    are resolved once, here; the module-level `append` re-resolves them on every call.
+    `ValueError` if `expect_uid` is not a uid.
     """
 
     def __init__(
@@ -53,10 +57,14 @@ class Client:
         socket_path: str | os.PathLike[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        expect_uid: int | None = None,
     ) -> None:
         self.socket_path: Path = resolve_socket_path(socket_path)
         self.data_dir: Path = resolve_data_dir(data_dir)
         self.timeout = timeout
+        self.trusted = TrustedUids.resolve(expect_uid)
+        if self.trusted.ignored:
+            log.warning("%s", self.trusted.ignored)
         self._lock = threading.Lock()
         self._connection: DaemonConnection | None = None
         _clients.add(self)
@@ -135,6 +143,13 @@ class Client:
         except (OSError, ReplyError) as exc:
             self._disconnect()  # after a timeout a late reply would answer the next row
             return f"daemon at {self.socket_path} unreachable: {exc}"
+        except UntrustedSocket as exc:
+            log.warning("not sending run %s: %s", valid.run_id, exc)
+            return str(exc)
+        except Exception as exc:  # e.g. a reply nested too deep for the parser: RecursionError
+            self._disconnect()
+            log.warning("daemon exchange for run %s failed", valid.run_id, exc_info=True)
+            return f"daemon at {self.socket_path} failed unexpectedly: {exc!r}"
         except BaseException:
             self._disconnect()  # interrupted mid-exchange: the stream is out of step
             raise
@@ -148,8 +163,19 @@ class Client:
                 return self._connection.exchange(line, deadline)
             except (BrokenPipeError, ConnectionResetError, ConnectionClosed):
                 self._disconnect()  # daemon restarted or closed an idle connection
-        self._connection = DaemonConnection.open(self.socket_path, deadline)
+        self._connection = self._connect(deadline)
         return self._connection.exchange(line, deadline)
+
+    def _connect(self, deadline: float) -> DaemonConnection:
+        """A connection to a trusted daemon (`UntrustedSocket` before a byte is sent)."""
+        check_socket_path(self.socket_path, self.trusted)
+        connection = DaemonConnection.open(self.socket_path, deadline)
+        try:
+            check_listener(connection.listener_uid(), self.socket_path, self.trusted)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def _judge(self, reply: Reply, valid: ValidRow) -> AppendResult | str:
         if reply.ok:
@@ -183,8 +209,12 @@ class Client:
 
 
 def _run_id_of(row: object) -> str | None:
-    run_id = row.get("run_id") if isinstance(row, Mapping) else getattr(row, "run_id", None)
-    return run_id if isinstance(run_id, str) else None
+    """The run_id of a rejected row, if it has a readable one (its access may raise too)."""
+    try:
+        run_id = row.get("run_id") if isinstance(row, Mapping) else getattr(row, "run_id", None)
+    except Exception:
+        return None
+    return run_id if type(run_id) is str else None  # a str subclass could raise in its __str__
 
 
 def _after_fork_in_child() -> None:

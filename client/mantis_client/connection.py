@@ -8,6 +8,7 @@ line read is always the reply to the row just sent.
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class Reply(msgspec.Struct):
 
 
 _reply_decoder = msgspec.json.Decoder(Reply)
+
+#: `struct ucred` (pid, uid, gid), as `getsockopt(SO_PEERCRED)` returns it.
+_UCRED = struct.Struct("iII")
 
 
 def remaining(deadline: float) -> float:
@@ -63,6 +67,13 @@ class DaemonConnection:
             raise
         return cls(sock)
 
+    def listener_uid(self) -> int:
+        """The uid of whoever listens on the other end (`SO_PEERCRED`, as of its `listen()`)."""
+        _, uid, _ = _UCRED.unpack(
+            self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
+        return int(uid)
+
     def exchange(self, line: bytes, deadline: float) -> Reply:
         """Send one `\\n`-terminated line and return the daemon's reply to it."""
         if self._buffer:  # a reply nobody asked for: the stream is out of step, start afresh
@@ -70,7 +81,15 @@ class DaemonConnection:
         self._sock.settimeout(remaining(deadline))
         # MSG_NOSIGNAL: a dead daemon is EPIPE, never SIGPIPE, even if the host process
         # restored SIGPIPE's default action.
-        self._sock.sendall(line, socket.MSG_NOSIGNAL)
+        try:
+            self._sock.sendall(line, socket.MSG_NOSIGNAL)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # A daemon that refuses a connection (at its connection limit, shutting down)
+            # answers first and closes: its reason may be waiting even though our send failed.
+            try:
+                return self._receive(deadline)
+            except (OSError, ReplyError):
+                raise exc from None
         return self._receive(deadline)
 
     def _receive(self, deadline: float) -> Reply:

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg import pg_server, pg_url  # noqa: F401 - a real PostgreSQL (session, database)
 from tests.rows import RowFactory, make_row
+from tests.unprivileged import UnprivilegedImports
+
+_unprivileged = UnprivilegedImports()
 
 
 @pytest.fixture
@@ -60,3 +64,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if os.environ.get("CI") == "true" and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"skipped in CI: {report.longrepr}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test: make this checkout importable by children demoted to `nobody`."""
+    _unprivileged.prepare()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    return _unprivileged.header
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _unprivileged.cleanup()

@@ -34,7 +34,7 @@ from mantisd.paths import list_shards, shard_path
 from tests.rows import make_row
 
 REPO = Path(__file__).resolve().parents[1]
-UNITS = REPO / "systemd"
+UNITS = REPO / "mantisd" / "systemd"  # shipped in the wheel; systemd/ links here
 SERVICE = UNITS / "mantisd.service"
 SOCKET = UNITS / "mantisd.socket"
 SYSUSERS = UNITS / "mantisd.sysusers.conf"

@@ -19,8 +19,13 @@ from mantisd.buckets import TOTAL as TOTAL
 
 #: How far ahead of the receiving host's clock a `finished_at` may be (design.md).
 MAX_FUTURE: Final = dt.timedelta(days=1)
+#: The longest duration a row may report, about 31.7 years: far beyond any real run, and small
+#: enough that sums and differences of a million of them stay exact to the microsecond and
+#: never overflow (a value near 1e308 made percentile arithmetic print `inf`). Part of the
+#: type, so the daemon's batch path and every reader refuse what `validate` refuses.
+MAX_SECONDS: Final = 1e9
 
-Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 Name = Annotated[str, msgspec.Meta(min_length=1)]
@@ -95,8 +100,8 @@ class ValidRow(msgspec.Struct, frozen=True):
 _encoder = msgspec.json.Encoder()
 _row_decoder = msgspec.json.Decoder(Row)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
-# Only for a line msgspec refused with "Number out of range" (e.g. `1e999`): decoded to `inf`,
-# the row's own finiteness check then names the field instead of blaming the whole line.
+# Only for an object the strict decoder refused (e.g. `1e999`, out of a double's range): decoded
+# to `inf`, the row's own finiteness checks then name the field instead of blaming the line.
 _lenient_decoder = msgspec.json.Decoder(dict[str, Any], float_hook=float)
 
 #: Typed mappings of `Row`: their value type finds which entry msgspec's `[...]` refers to.
@@ -126,13 +131,20 @@ def _reason(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
     if bracket and isinstance(entries, Mapping) and entry_type is not None:
         for key, value in entries.items():
             if not _fits(value, entry_type):
-                if isinstance(value, float) and not math.isfinite(value):
-                    message = "must be a finite number"
-                return f"{field}.{key}{rest}: {message}"
-    value = raw.get(path)
+                return f"{field}.{key}{rest}: {_out_of_bounds(value) or message}"
+    return f"{path or 'row'}: {_out_of_bounds(raw.get(path)) or message}"
+
+
+def _out_of_bounds(value: Any) -> str | None:
+    """Our own words for a number outside `Seconds`' bounds (NaN fails `ge=0` first in
+    msgspec: say what is really wrong), or None to keep msgspec's message."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
     if isinstance(value, float) and not math.isfinite(value):
-        message = "must be a finite number"  # NaN fails `ge=0` first; say what is really wrong
-    return f"{path or 'row'}: {message}"
+        return "must be a finite number"
+    if value > MAX_SECONDS:
+        return f"{value:g} is more than {MAX_SECONDS:g} seconds (about 31 years), the bound"
+    return None
 
 
 def _fits(value: Any, type_: Any) -> bool:
@@ -144,16 +156,28 @@ def _fits(value: Any, type_: Any) -> bool:
 
 
 def _decode_object(data: bytes | str) -> dict[str, Any]:
+    """The JSON object in `data`; `RowError` worded by our own checks, not by the decoder's
+    messages (they change between msgspec releases)."""
     try:
         return _dict_decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        if not str(exc).startswith("Number out of range"):
-            raise RowError("row: expected a JSON object") from None
-        return _lenient_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except msgspec.ValidationError:
+        pass  # not an object, or a number out of a double's range: the lenient decoder tells
+    except (msgspec.DecodeError, UnicodeError) as exc:
+        if isinstance(data, bytes) and not _is_utf8(data):
+            raise RowError("row: not valid UTF-8") from None
         raise RowError(f"row: not valid JSON ({exc})") from None
-    except UnicodeError:
-        raise RowError("row: not valid UTF-8") from None
+    try:
+        return _lenient_decoder.decode(data)
+    except msgspec.ValidationError:
+        raise RowError("row: expected a JSON object") from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def validate(
@@ -164,6 +188,13 @@ def validate(
     Extra top-level keys are kept, after the schema's keys, in the order given.
     Raises `RowError` naming the field that is wrong.
     """
+    try:
+        return _validate(data, now)
+    except RecursionError:  # msgspec and the checks below recurse once per level of nesting
+        raise RowError("row: nested too deeply (more than about 1,000 levels)") from None
+
+
+def _validate(data: bytes | str | Mapping[str, Any] | Row, now: dt.datetime | None) -> ValidRow:
     if isinstance(data, bytes) and (fast := _canonical(data)) is not None:
         row, line = fast
         return ValidRow(_not_future(row, now), line)
@@ -182,7 +213,28 @@ def validate(
     except (TypeError, ValueError) as exc:  # from __post_init__ on the Row path
         raise RowError(str(exc)) from None
     extras = {k: v for k, v in raw.items() if k not in ROW_FIELDS}
+    _check_finite({"cost_breakdown": row.cost_breakdown, "error": row.error, **extras})
     return ValidRow(_not_future(row, now), encode_line(row, extras))
+
+
+def _check_finite(values: Mapping[str, Any]) -> None:
+    """`RowError` naming the key when a number anywhere under it is infinite or NaN.
+
+    JSON has no form for them: encoded they would become `null`, a value changed without a
+    word (`1e400` in a line decodes to `inf`; a Python caller can pass `float("nan")`).
+    Iterative, so that nesting depth costs no recursion.
+    """
+    for key, value in values.items():
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, float):
+                if not math.isfinite(item):
+                    raise RowError(f"{key}: a number is out of range (JSON has no {item})")
+            elif isinstance(item, Mapping):
+                stack.extend(item.values())
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
 
 
 def _canonical(data: bytes) -> tuple[Row, bytes] | None:
@@ -195,7 +247,14 @@ def _canonical(data: bytes) -> tuple[Row, bytes] | None:
     body = data[:-1] if data.endswith(b"\n") else data
     try:
         row = _row_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError, UnicodeError):
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        TypeError,
+        ValueError,
+        UnicodeError,
+        RecursionError,
+    ):
         return None
     return (row, body + b"\n") if _encoder.encode(row) == body else None
 

@@ -337,3 +337,89 @@ def test_stored_numbers_are_floats_for_durations() -> None:
 def test_row_error_is_a_value_error() -> None:
     """Callers that only know `ValueError` still catch it."""
     assert issubclass(RowError, ValueError)
+
+
+def nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("form", ["bytes", "str", "mapping", "struct error"])
+def test_a_row_nested_too_deeply_is_a_row_error_on_every_path(form: str) -> None:
+    deep = {"error": {"trace": nested(5000)}} if form == "struct error" else {"x": nested(5000)}
+    raw = row_at(**deep)
+    data: Any = {
+        "bytes": lambda: b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "str": lambda: encode(row_at())[:-1].decode() + ', "x": ' + "[" * 5000 + "]" * 5000 + "}",
+        "mapping": lambda: raw,
+        "struct error": lambda: raw,
+    }[form]()
+    assert reject(data) == "row: nested too deeply (more than about 1,000 levels)"
+
+
+def test_a_row_nested_deeply_but_within_bounds_is_kept() -> None:
+    line = validate(row_at(x=nested(200)), now=NOW).line
+    assert msgspec.json.decode(line)["x"] == nested(200)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"total_time_s": 1.7e308}, "total_time_s"),
+        ({"total_time_s": 1e9 + 1}, "total_time_s"),
+        ({"total_time_s": 10**20}, "total_time_s"),
+        ({"wall_time_breakdown": {"think": 1.0, "act": 1e300}}, "wall_time_breakdown.act"),
+    ],
+)
+def test_absurd_durations_are_refused_and_the_bound_named(
+    overrides: dict[str, Any], field: str
+) -> None:
+    for data in (row_at(**overrides), encode(row_at(**overrides))):
+        message = reject(data)
+        assert message.startswith(f"{field}: "), message
+        assert message.endswith("is more than 1e+09 seconds (about 31 years), the bound")
+
+
+def test_the_longest_allowed_duration_is_kept() -> None:
+    valid = validate(row_at(total_time_s=1e9, wall_time_breakdown={"think": 1e9}), now=NOW)
+    assert valid.row.total_time_s == 1e9
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        (b'"x": 1e400', "x"),  # JSONTestSuite i_number_huge_exp / real_pos_overflow
+        (b'"x": -1e400', "x"),  # i_number_real_neg_overflow
+        (b'"x": 1.0e+999999', "x"),
+        (b'"x": {"a": [1, 1e400]}', "x"),
+        (b'"cost_breakdown_extra": [[-1E400]]', "cost_breakdown_extra"),
+    ],
+)
+def test_an_extra_number_out_of_a_doubles_range_is_refused_never_stored_as_null(
+    extra: bytes, key: str
+) -> None:
+    line = encode(row_at())[:-1] + b", " + extra + b"}"
+    assert reject(line).startswith(f"{key}: a number is out of range")
+
+
+@pytest.mark.parametrize("field", ["cost_breakdown", "error"])
+def test_an_infinite_number_inside_the_open_fields_is_refused(field: str) -> None:
+    line = encode(row_at(**{field: {"usd": 0.5}})).replace(b"0.5", b"1e999")
+    assert reject(line).startswith(f"{field}: a number is out of range")
+    assert reject(row_at(**{field: {"usd": [math.nan]}})).startswith(f"{field}: a number")
+
+
+@pytest.mark.parametrize(
+    ("number", "stored"),
+    [
+        (b"1e-400", 0.0),  # i_number_double_huge_neg_exp: underflows to 0, as every parser does
+        (b"123456789012345678901234567890", 123456789012345678901234567890),  # kept exactly
+        (b"-123456789012345678901234567890", -123456789012345678901234567890),
+        (b"1E22", 1e22),
+    ],
+)
+def test_extra_numbers_a_double_can_hold_are_kept(number: bytes, stored: Any) -> None:
+    line = encode(row_at())[:-1] + b', "x": ' + number + b"}"
+    assert msgspec.json.decode(validate(line, now=NOW).line)["x"] == stored

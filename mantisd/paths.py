@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from mantisd import safe_fs
+
 RUNS_LOG: Final = "runs_log"
 REJECTED: Final = "rejected"
 SHARD_RE: Final = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])\.jsonl$")
@@ -62,16 +64,26 @@ def shard_path(data_dir: Path, month: str) -> Path:
 
 
 def list_shards(data_dir: Path) -> list[tuple[str, Path]]:
-    """Every month shard as (`YYYY-MM`, path), newest month first; other files are ignored."""
+    """Every month shard as (`YYYY-MM`, path), newest month first; other entries are ignored.
+
+    Nothing is followed (design.md, "Trust"): a shard name that is a link, a FIFO... is not a
+    shard, and a `runs_log` that is not a real directory raises `safe_fs.UnsafeEntryError`.
+    """
     try:
-        entries = list(os.scandir(runs_log_dir(data_dir)))
+        with safe_fs.opened_dirs(data_dir, (RUNS_LOG,), create=False) as (_, runs_log):
+            return shards_in(runs_log, runs_log_dir(data_dir))
     except FileNotFoundError:
         return []
+
+
+def shards_in(dir_fd: int, directory: Path) -> list[tuple[str, Path]]:
+    """`list_shards` of the `runs_log` directory open as `dir_fd` (named `directory`)."""
     shards = []
-    for entry in entries:
-        match = SHARD_RE.match(entry.name)
-        if match and entry.is_file():
-            shards.append((f"{match[1]}-{match[2]}", Path(entry.path)))
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            match = SHARD_RE.match(entry.name)
+            if match and entry.is_file(follow_symlinks=False):
+                shards.append((f"{match[1]}-{match[2]}", directory / entry.name))
     shards.sort(reverse=True)
     return shards
 

@@ -3,6 +3,10 @@
 Layer 1 (stdlib + msgspec). Readers never fail on a bad line; they decode into whatever lean
 msgspec Struct the caller needs (fields it does not name are never materialised), a block of
 lines at a time, and fall back to one line at a time only in a block that holds a bad line.
+
+Whatever is on disk, a reader holds a bounded amount (design.md, "Trust"): a line longer than
+`MAX_LINE_BYTES` is streamed past and counted as bad; links and odd files are never read; a
+file truncated while it is read (a writer's rollback) is read on from its new end.
 """
 
 from __future__ import annotations
@@ -10,14 +14,16 @@ from __future__ import annotations
 import operator
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from mantisd.paths import list_shards
-from mantisd.schema import Count, Name, Seconds, Timestamp
+from mantisd import safe_fs
+from mantisd.paths import RUNS_LOG, runs_log_dir, shards_in
+from mantisd.schema import MAX_LINE_BYTES, Count, Name, Seconds, Timestamp
 
 BLOCK_SIZE = 1 << 20
 T = TypeVar("T", bound="KeyedRow")
@@ -75,52 +81,114 @@ class ScanReport:
         return "; ".join(parts) or None
 
 
-def iter_windows(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[tuple[bytearray, int, int]]:
+Window = tuple[bytearray, int, int]
+
+
+def iter_windows(
+    path: Path,
+    block_size: int = BLOCK_SIZE,
+    report: ScanReport | None = None,
+    *,
+    max_line: int = MAX_LINE_BYTES,
+) -> Iterator[Window]:
     """The file's whole lines, last ones first, as windows `(buffer, start, end)`.
 
     `buffer[start:end]` is lines joined by `\\n` (in file order, no final `\\n`). The buffer is
     reused: a window is valid until the next one is asked for (no allocation per block, no
     copy but the read itself). Reads only up to the size the file had when opened, so a
     concurrent append is not seen half-written. A last line without `\\n` is still a line.
+
+    Lines longer than `max_line` are skipped and counted in `report.bad_lines`. `path` is
+    opened without following a link (its directories are the caller's to trust); anything
+    but a regular file raises `safe_fs.UnsafeEntryError`.
     """
-    with open(path, "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        pos = size
-        if size and os.pread(f.fileno(), 1, size - 1) == b"\n":
-            pos -= 1  # the file's final newline ends a line, it does not start one
-        buffer = bytearray(min(block_size, size))
-        if size and pos == 0:
-            yield buffer, 0, 0  # the file is one empty line
-        while pos > 0:
-            want = min(block_size, pos)
-            if len(buffer) < want:
-                buffer = bytearray(want)
-            offset = pos - want
-            view = memoryview(buffer)[:want]
-            got = os.preadv(f.fileno(), [view], offset)
-            view.release()
-            if got < want:
-                return  # truncated under us (a writer's rollback): nothing older is trusted
-            start = 0
-            if offset > 0:
-                cut = buffer.find(b"\n", 0, want)
-                if cut < 0:  # one line longer than the window: read more at once
-                    block_size *= 2
+    fd = safe_fs.open_file_for_reading(None, path)
+    try:
+        yield from _windows(fd, block_size, report, max_line)
+    finally:
+        os.close(fd)
+
+
+def _windows(
+    fd: int, block_size: int, report: ScanReport | None, max_line: int
+) -> Iterator[Window]:
+    """`iter_windows` of an open file."""
+    block_size = min(block_size, max_line + 1)  # a window holds at most one over-long line
+    size = os.fstat(fd).st_size
+    pos = _lines_end(fd, size)
+    buffer = bytearray(min(block_size, size))
+    if size and pos == 0:
+        yield buffer, 0, 0  # the file is one empty line
+    skipping = False  # inside a line longer than `max_line`: streaming past it
+    while pos > 0:
+        want = min(block_size, pos)
+        if len(buffer) < want:
+            buffer = bytearray(want)
+        offset = pos - want
+        if _read_into(fd, buffer, offset, want) < want:
+            # Truncated under us: a writer rolled back rows it could not make durable, to the
+            # size the file had before them (a line's end). What is before it is unchanged:
+            # read on from there, or read this window again if the file grew back meanwhile.
+            pos = min(pos, _lines_end(fd, os.fstat(fd).st_size))
+            skipping = False
+            continue
+        if skipping:
+            cut = buffer.rfind(b"\n", 0, want)
+            pos = offset if cut < 0 else offset + cut
+            skipping = cut < 0
+            if pos == 0 and cut == 0:
+                yield buffer, 0, 0  # the file starts with an empty line
+            continue
+        start = 0
+        if offset > 0:
+            cut = buffer.find(b"\n", 0, want)
+            if cut < 0:  # one line longer than the window
+                if want <= max_line:
+                    block_size = min(2 * block_size, max_line + 1)  # read more at once
                     continue
-                start = cut + 1
-            yield buffer, start, want
-            pos = offset + start - 1 if offset > 0 else 0
+                if report is not None:
+                    report.bad_lines += 1
+                skipping, pos = True, offset
+                continue
+            start = cut + 1
+        elif want > max_line and buffer.find(b"\n", 0, want) < 0:
+            if report is not None:
+                report.bad_lines += 1  # the file's first line, and it is too long
+            return
+        yield buffer, start, want
+        pos = offset + start - 1 if offset > 0 else 0
 
 
-def iter_chunks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+def _read_into(fd: int, buffer: bytearray, offset: int, size: int) -> int:
+    """Read `size` bytes at `offset` into the start of `buffer`; how many were read."""
+    view = memoryview(buffer)[:size]
+    try:
+        return os.preadv(fd, [view], offset)
+    finally:
+        view.release()
+
+
+def _lines_end(fd: int, size: int) -> int:
+    """Where the last line of a file of `size` bytes ends: its final newline ends a line, it
+    does not start one."""
+    if size and os.pread(fd, 1, size - 1) == b"\n":
+        return size - 1
+    return size
+
+
+def iter_chunks(
+    path: Path, block_size: int = BLOCK_SIZE, report: ScanReport | None = None
+) -> Iterator[bytes]:
     """`iter_windows` as bytes: lines joined by `\\n`, last chunk first."""
-    for buffer, start, end in iter_windows(path, block_size):
+    for buffer, start, end in iter_windows(path, block_size, report):
         yield bytes(buffer[start:end])
 
 
-def iter_line_blocks(path: Path, block_size: int = BLOCK_SIZE) -> Iterator[list[bytes]]:
+def iter_line_blocks(
+    path: Path, block_size: int = BLOCK_SIZE, report: ScanReport | None = None
+) -> Iterator[list[bytes]]:
     """The file's lines, last line first, in lists of about `block_size` bytes (see iter_chunks)."""
-    for chunk in iter_chunks(path, block_size):
+    for chunk in iter_chunks(path, block_size, report):
         lines = chunk.split(b"\n")
         lines.reverse()
         yield lines
@@ -242,19 +310,40 @@ class Scanner:
         `shape_check=False` skips the shape check of lines the prefilter passes over, so bad
         lines are counted among the candidate lines only (and cost nothing elsewhere).
         """
-        shards = [
-            (month, path)
-            for month, path in list_shards(data_dir)
-            if (newest_month is None or month <= newest_month)
-            and (oldest_month is None or month >= oldest_month)
-        ]
+        with ExitStack() as stack:
+            try:
+                dirs = safe_fs.opened_dirs(data_dir, (RUNS_LOG,), create=False)
+                _, runs_log = stack.enter_context(dirs)
+            except FileNotFoundError:
+                return
+            shards = [
+                (month, path)
+                for month, path in shards_in(runs_log, runs_log_dir(data_dir))
+                if (newest_month is None or month <= newest_month)
+                and (oldest_month is None or month >= oldest_month)
+            ]
+            yield from self._scan_shards(runs_log, shards, report, prefilter, on_shard, shape_check)
+
+    def _scan_shards(
+        self,
+        runs_log: int,
+        shards: list[tuple[str, Path]],
+        report: ScanReport,
+        prefilter: bytes | None,
+        on_shard: Callable[[int, int, str], None] | None,
+        shape_check: bool,
+    ) -> Generator[list[Any]]:
         seen: set[int] = set()
         for index, (month, path) in enumerate(shards):
             if on_shard:
                 on_shard(index, len(shards), month)
             report.shards_read += 1
             try:
-                for window in iter_windows(path):
+                fd = safe_fs.open_file_for_reading(runs_log, path)
+            except (FileNotFoundError, safe_fs.UnsafeEntryError):
+                continue  # archived away, or replaced by a link... since we listed it
+            try:
+                for window in _windows(fd, BLOCK_SIZE, report, MAX_LINE_BYTES):
                     if prefilter is None:
                         buffer, start, end = window
                         lines = buffer[start:end].split(b"\n")
@@ -270,8 +359,8 @@ class Scanner:
                         rows = self._dedup(rows, keys, seen, report)
                     if rows:
                         yield rows
-            except FileNotFoundError:
-                continue  # archived away while we were listing: it is simply not there now
+            finally:
+                os.close(fd)
 
     @staticmethod
     def _dedup(rows: list[Any], keys: list[int], seen: set[int], report: ScanReport) -> list[Any]:

@@ -20,16 +20,18 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import math
+import os
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import msgspec
 
-from mantisd.paths import runs_log_dir, shard_path
+from mantisd import safe_fs
+from mantisd.paths import RUNS_LOG, shard_path
 from mantisd.schema import BUCKETS
 
 #: Median seconds per bucket across workflows (the page's example table, roughly).
@@ -297,7 +299,11 @@ def generate(
 
     Returns the shard paths written, oldest month first. Options: see `sample_chunks`.
     """
-    runs_log_dir(data_dir).mkdir(parents=True, exist_ok=True)
+    root = safe_fs.open_root(data_dir, create=True)  # `runs_log` as a writer opens it (Trust)
+    try:
+        runs_log = safe_fs.open_dir(root, data_dir, RUNS_LOG, create=True)
+    finally:
+        os.close(root)
     written: list[Path] = []
     out = None
     try:
@@ -317,11 +323,23 @@ def generate(
             if not written or written[-1] != path:
                 if out is not None:
                     out.close()
-                out = open(path, "xb")  # never mix sample rows into a real log
+                out = _create_new(runs_log, path)  # never mix sample rows into a real log
                 written.append(path)
             assert out is not None
             out.write(chunk)
     finally:
         if out is not None:
             out.close()
+        os.close(runs_log)
     return written
+
+
+def _create_new(runs_log: int, path: Path) -> BinaryIO:
+    """Create `path` in the `runs_log` dir open as `runs_log`; nothing there is replaced or
+    followed (`O_EXCL` fails on any existing entry, a link included)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path.name, flags, 0o666, dir_fd=runs_log)
+    except FileExistsError as exc:
+        raise FileExistsError(exc.errno, exc.strerror, str(path)) from None
+    return os.fdopen(fd, "wb")

@@ -25,6 +25,12 @@ MAX_FUTURE: Final = dt.timedelta(days=1)
 #: type, so the daemon's batch path and every reader refuse what `validate` refuses.
 MAX_SECONDS: Final = 1e9
 
+#: The longest stored line, `\n` included: 128 times the daemon's default line limit (64 KiB).
+#: Readers hold at most this much for one line and skip (and count) longer ones, so one
+#: gigabyte of junk without a newline costs a scan about this much, not gigabytes; a longer
+#: row is refused here, so that nothing is acknowledged that no reader would read.
+MAX_LINE_BYTES: Final = 8 << 20
+
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
@@ -195,7 +201,7 @@ def validate(
 
 
 def _validate(data: bytes | str | Mapping[str, Any] | Row, now: dt.datetime | None) -> ValidRow:
-    if isinstance(data, bytes) and (fast := _canonical(data)) is not None:
+    if isinstance(data, bytes) and len(data) <= MAX_LINE_BYTES and (fast := _canonical(data)):
         row, line = fast
         return ValidRow(_not_future(row, now), line)
     if isinstance(data, Row):
@@ -214,7 +220,12 @@ def _validate(data: bytes | str | Mapping[str, Any] | Row, now: dt.datetime | No
         raise RowError(str(exc)) from None
     extras = {k: v for k, v in raw.items() if k not in ROW_FIELDS}
     _check_finite({"cost_breakdown": row.cost_breakdown, "error": row.error, **extras})
-    return ValidRow(_not_future(row, now), encode_line(row, extras))
+    line = encode_line(row, extras)
+    if len(line) > MAX_LINE_BYTES:
+        raise RowError(
+            f"row: {len(line)} bytes stored, more than the {MAX_LINE_BYTES} a line may hold"
+        )
+    return ValidRow(_not_future(row, now), line)
 
 
 def _check_finite(values: Mapping[str, Any]) -> None:

@@ -5,6 +5,11 @@ torn tail, a directory `fsync` before the first rows go into a new file, the who
 one `O_APPEND` `write()`, `fsync`, and a check that the file is still in the log afterwards.
 Anything short of a successful `fsync` is rolled back and raised as `StoreError`: a caller may
 only acknowledge rows when `append` returned.
+
+Nothing below the data dir is trusted (design.md, "Trust"): the shard's directory and the
+shard are opened through `mantisd.safe_fs` (relative to directory fds, never following a
+link); a link, FIFO, directory... in their place is moved aside and a fresh one used.
+`mantisd.safe_fs.moved_aside_count()` tells how many entries this process moved aside.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ import fcntl
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mantisd import safe_fs
 from mantisd.paths import shard_path
 from mantisd.schema import ValidRow
 
-FILE_MODE = 0o660
-DIR_MODE = 0o770
-_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+FILE_MODE = safe_fs.FILE_MODE
+DIR_MODE = safe_fs.DIR_MODE
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND
 _REOPEN_ATTEMPTS = 8
 
 
@@ -42,27 +49,18 @@ def append(path: Path, payload: bytes, *, lock_timeout: float | None = None) -> 
     """
     if not payload.endswith(b"\n"):
         raise ValueError("payload must be whole lines")
-    try:
-        ensure_dir(path.parent)
-    except OSError as exc:
-        raise StoreError(
-            path, f"cannot create directory: {exc.strerror or exc}", exc.errno
-        ) from exc
     for _ in range(_REOPEN_ATTEMPTS):
+        shard = _open_locked(path, lock_timeout)
         try:
-            fd = _open_locked(path, lock_timeout)
-        except OSError as exc:
-            raise StoreError(path, f"cannot open shard: {exc.strerror or exc}", exc.errno) from exc
-        try:
-            _append_locked(path, fd, payload)
-            if _is_at(path, fd):
+            _append_locked(shard, payload)
+            if shard.in_log():
                 return
             # Renamed or deleted after we locked it: the rows left the log with that file.
             # Write them again to the file now at `path` (a duplicate is fine, a loss is not).
         except OSError as exc:
             raise StoreError(path, f"append failed: {exc.strerror or exc}", exc.errno) from exc
         finally:
-            os.close(fd)  # also releases the flock
+            shard.close()  # also releases the flock
     raise StoreError(path, "shard keeps being moved away while appending", errno.ESTALE)
 
 
@@ -82,15 +80,45 @@ def group_by_shard(data_dir: Path, rows: Iterable[ValidRow]) -> dict[Path, list[
     return groups
 
 
-def _append_locked(path: Path, fd: int, payload: bytes) -> None:
+@dataclass
+class _Shard:
+    """A locked shard, and the data dir and shard directory it was opened through."""
+
+    path: Path
+    root: str  # the data dir, `path.parent.parent`
+    dir_name: str
+    root_fd: int
+    dir_fd: int
+    fd: int
+    ids: tuple[safe_fs.Identity, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ids = tuple(map(safe_fs.identity, (self.root_fd, self.dir_fd, self.fd)))
+
+    def in_log(self) -> bool:
+        """True while the locked file is still the one the log names `path`."""
+        root_id, dir_id, file_id = self.ids
+        return (
+            safe_fs.root_still_at(self.root, root_id)
+            and safe_fs.still_at(self.root_fd, self.dir_name, dir_id)
+            and safe_fs.still_at(self.dir_fd, self.path.name, file_id)
+        )
+
+    def close(self) -> None:
+        for fd in (self.fd, self.dir_fd, self.root_fd):
+            os.close(fd)
+
+
+def _append_locked(shard: _Shard, payload: bytes) -> None:
     """Write and fsync `payload` under the caller's lock."""
+    path, fd = shard.path, shard.fd
     size = os.fstat(fd).st_size
     if size == 0:
         # Whoever first puts rows into a file makes its name durable first (its creator may
         # have failed or died before doing so): no row is acknowledged in a file a crash
         # could take away.
         try:
-            _fsync_dir(path.parent)
+            os.fsync(shard.dir_fd)
         except OSError as exc:
             raise StoreError(path, f"directory fsync failed: {exc.strerror}", exc.errno) from exc
     elif os.pread(fd, 1, size - 1) != b"\n":
@@ -130,26 +158,39 @@ def _rollback(fd: int, size: int) -> None:
     try:
         os.ftruncate(fd, size)
     except OSError:
-        pass  # e.g. a character device such as /dev/full: nothing was kept there anyway
+        pass  # e.g. an append-only (`chattr +a`) file: the caller reports the failure anyway
 
 
-def _open_locked(path: Path, lock_timeout: float | None) -> int:
-    """Open and lock the file now at `path`, even if it is renamed or deleted meanwhile."""
+def _open_locked(path: Path, lock_timeout: float | None) -> _Shard:
+    """Open and lock the regular file now at `path`, even if it is renamed or deleted
+    meanwhile; raise `StoreError` when that cannot be done."""
+    root, directory = path.parent.parent, path.parent
     for _ in range(_REOPEN_ATTEMPTS):
+        fds: list[int] = []  # closed on the way out unless handed over in a `_Shard`
         try:
-            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT, FILE_MODE)
-        except FileNotFoundError:
-            ensure_dir(path.parent)  # the directory itself was just moved away
-            continue
-        try:
-            _lock(fd, lock_timeout)
-            if _is_at(path, fd):
-                return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # renamed away while we waited for the lock: write to the new file
-    raise OSError(errno.ESTALE, "shard keeps being replaced while opening it")
+            try:
+                fds.append(safe_fs.open_root(root, create=True))
+                fds.append(safe_fs.open_dir(fds[0], root, directory.name, create=True))
+            except OSError as exc:
+                message = f"cannot open directory: {exc.strerror or exc}"
+                raise StoreError(path, message, exc.errno) from exc
+            try:
+                fds.append(safe_fs.open_file(fds[1], directory, path.name, _OPEN_FLAGS))
+                _lock(fds[2], lock_timeout)
+            except FileNotFoundError:
+                continue  # the directory was deleted after we opened it: open a fresh one
+            except OSError as exc:
+                message = f"cannot open shard: {exc.strerror or exc}"
+                raise StoreError(path, message, exc.errno) from exc
+            shard = _Shard(path, str(root), directory.name, *fds)
+            if shard.in_log():
+                fds = []
+                return shard
+            # Renamed away while we waited for the lock: write to the file there now.
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
+    raise StoreError(path, "shard keeps being replaced while opening it", errno.ESTALE)
 
 
 def _lock(fd: int, timeout: float | None) -> None:
@@ -167,33 +208,11 @@ def _lock(fd: int, timeout: float | None) -> None:
             time.sleep(0.002)
 
 
-def _is_at(path: Path, fd: int) -> bool:
-    """True while `fd` is still the file at `path` (not renamed away, not deleted)."""
-    try:
-        current = os.stat(path)
-    except FileNotFoundError:
-        return False
-    opened = os.fstat(fd)
-    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
-
-
 def ensure_dir(directory: Path) -> None:
-    """Create the shard directory (and parents); fsync each parent that gained an entry."""
-    if directory.is_dir():
-        return
-    missing = []
-    for d in (directory, *directory.parents):
-        if d.exists():
-            break
-        missing.append(d)
-    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    for d in reversed(missing):
-        _fsync_dir(d.parent)
+    """Create the shard directory (and parents); fsync each parent that gained an entry.
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    `directory`'s parent is the data dir (trusted); whatever is at `directory` that is not a
+    real directory (a link, a file...) is moved aside and a fresh directory made.
+    """
+    with safe_fs.opened_dirs(directory.parent, (directory.name,), create=True):
+        pass

@@ -21,7 +21,7 @@ import statistics
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import mantis_client
 from mantis_client import AppendResult, Client, Outcome, append, append_async
 from mantisd.paths import list_shards, shard_path
 from mantisd.schema import Row
+from tests.full_disk import shard_on_a_full_disk
 from tests.rows import RowFactory
 
 #: The issue's bound for an absent daemon. Asserted on the median of several calls: the first
@@ -252,6 +253,34 @@ def test_unreadable_reply_falls_back_to_direct_write(
     assert run_ids_on_disk(data_dir) == [row["run_id"]]
 
 
+def deeply_nested_reply(line: bytes) -> bytes:
+    """`{"ok":true}` plus an extra key nested deeper than the reply parser recurses."""
+    return b'{"ok":true,"extra":' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+
+
+@pytest.mark.parametrize("call", ["sync", "async"])
+def test_an_unexpected_error_in_delivery_writes_directly_and_never_raises(
+    call: str, serve: Callable[..., ProtocolServer], data_dir: Path, row_factory: RowFactory
+) -> None:
+    """Not an OSError nor an unreadable reply: parsing this reply raises RecursionError (a
+    RuntimeError). The exchange is abandoned, the row written directly, and the next append
+    gets a fresh connection."""
+    server = serve(deeply_nested_reply)
+    row = row_factory()
+    with Client(socket_path=server.path, data_dir=data_dir) as client:
+        if call == "sync":
+            result = client.append(row)
+        else:
+            result = asyncio.run(client.append_async(row))
+        assert result.outcome is Outcome.WRITTEN_DIRECTLY, result
+        assert result.detail.startswith(f"daemon at {server.path} failed unexpectedly: ")
+        assert "RecursionError" in result.detail
+        assert run_ids_on_disk(data_dir) == [row["run_id"]]
+        server.respond = answer({"ok": True})
+        assert client.append(row_factory()).outcome is Outcome.DELIVERED
+    assert server.connections == 2
+
+
 def test_daemon_invalid_reply_is_rejected_and_logged_with_its_reason(
     serve: Callable[..., ProtocolServer],
     data_dir: Path,
@@ -313,6 +342,59 @@ def test_junk_instead_of_a_row_is_rejected_without_raising(
     assert not (data_dir / "runs_log").exists()
 
 
+class UnreadableMapping(Mapping[str, Any]):
+    """A mapping every access to which raises, like a lazy proxy over a store that went away."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("the backing store is gone")
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("the backing store is gone")
+
+    def __len__(self) -> int:
+        raise RuntimeError("the backing store is gone")
+
+
+class BrokenGetRow(dict[str, Any]):
+    """A dict whose `get` raises: validation reads the dict itself, the rejection path `get`s."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("get is broken")
+
+
+@pytest.mark.parametrize("call", ["Client.append", "append", "Client.append_async", "append_async"])
+@pytest.mark.parametrize("kind", ["unreadable mapping", "invalid row whose get raises"])
+def test_a_mapping_whose_access_raises_is_rejected_without_raising(
+    kind: str,
+    call: str,
+    serve: Callable[..., ProtocolServer],
+    data_dir: Path,
+    row_factory: RowFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = serve(answer({"ok": True}))
+    if kind == "unreadable mapping":
+        row: Mapping[str, Any] = UnreadableMapping()
+        error = "RuntimeError: the backing store is gone"
+    else:
+        row = BrokenGetRow(row_factory(status="paused"))
+        error = "RuntimeError: get is broken"
+    paths = {"socket_path": server.path, "data_dir": data_dir}
+    with Client(**paths) as client, caplog.at_level(logging.WARNING, logger="mantis_client"):
+        if call == "Client.append":
+            result = client.append(row)
+        elif call == "append":
+            result = append(row, **paths)
+        elif call == "Client.append_async":
+            result = asyncio.run(client.append_async(row))
+        else:
+            result = asyncio.run(append_async(row, **paths))
+    assert result == AppendResult(Outcome.REJECTED, f"row: cannot be validated ({error})", None)
+    assert [r.getMessage() for r in caplog.records] == [f"rejected run None: {result.detail}"]
+    assert server.received == []
+    assert not (data_dir / "runs_log").exists()
+
+
 def test_row_struct_is_accepted(short_tmp: Path, data_dir: Path, row_factory: RowFactory) -> None:
     row = msgspec.convert(row_factory(), Row)
     result = append(row, socket_path=short_tmp / "none", data_dir=data_dir)
@@ -341,7 +423,7 @@ def test_a_shard_lock_held_forever_does_not_hang_the_direct_write(
         assert client.append(row).outcome is Outcome.WRITTEN_DIRECTLY  # lock released
 
 
-@pytest.mark.parametrize("unwritable", ["data dir is a file", "shard is /dev/full"])
+@pytest.mark.parametrize("unwritable", ["data dir is a file", "shard on a full disk"])
 def test_every_path_failing_drops_the_row_logs_once_and_never_raises(
     unwritable: str,
     short_tmp: Path,
@@ -350,14 +432,14 @@ def test_every_path_failing_drops_the_row_logs_once_and_never_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     row = row_factory()
-    if unwritable == "data dir is a file":
-        (data_dir / "runs_log").write_text("")  # even root cannot mkdir under a regular file
-    else:
-        (data_dir / "runs_log").mkdir()
-        month = row["finished_at"][:7]
-        shard_path(data_dir, month).symlink_to("/dev/full")
-    with caplog.at_level(logging.DEBUG, logger="mantis_client"):
-        result = append(row, socket_path=short_tmp / "none", data_dir=data_dir)
+    with contextlib.ExitStack() as stack:
+        if unwritable == "data dir is a file":
+            data_dir = data_dir / "a-file"  # the operator's path: even root cannot mkdir in it
+            data_dir.write_text("")
+        else:
+            stack.enter_context(shard_on_a_full_disk(shard_path(data_dir, row["finished_at"][:7])))
+        with caplog.at_level(logging.DEBUG, logger="mantis_client"):
+            result = append(row, socket_path=short_tmp / "none", data_dir=data_dir)
     assert result.outcome is Outcome.DROPPED
     assert not result.durable
     assert [(r.levelname, row["run_id"] in r.getMessage()) for r in caplog.records] == [
@@ -391,6 +473,37 @@ def test_keyboard_interrupt_during_append_propagates(
     server.respond = answer({"ok": True})
     assert client.append(row_factory()).outcome is Outcome.DELIVERED
     client.close()
+
+
+def test_keyboard_interrupt_during_the_direct_write_propagates(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """Interrupted while waiting for a shard lock another writer holds: the interrupt is the
+    caller's, never a DROPPED row."""
+    row = row_factory()
+    shard = shard_path(data_dir, row["finished_at"][:7])
+    shard.parent.mkdir(parents=True)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
+    try:
+        with (
+            open(shard, "a") as held,
+            Client(socket_path=short_tmp / "none", data_dir=data_dir, timeout=30) as client,
+        ):
+            fcntl.flock(held, fcntl.LOCK_EX)
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                client.append(row)  # the lock wait is bounded by the same 30 s
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    assert shard.read_bytes() == b""
 
 
 def test_callers_own_exception_is_untouched(
@@ -518,3 +631,24 @@ def test_paths_resolve_from_the_environment(
     assert result.outcome is Outcome.WRITTEN_DIRECTLY
     assert str(short_tmp / "env.sock") in result.detail
     assert run_ids_on_disk(data_dir) == [row["run_id"]]
+
+
+def test_a_refusal_sent_before_the_row_is_read_even_when_the_send_fails(short_tmp: Path) -> None:
+    """A daemon at its connection limit answers and closes at once: the client's send then
+    fails (EPIPE), but the refusal's reason already arrived and is what the caller hears."""
+    from mantis_client.connection import DaemonConnection
+
+    path = short_tmp / "refuse.sock"
+    refusal = b'{"ok":false,"kind":"unavailable","error":"at the connection limit"}\n'
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen()
+        connection = DaemonConnection.open(path, time.monotonic() + 5)
+        peer, _ = listener.accept()
+        peer.sendall(refusal)
+        peer.close()
+        try:
+            reply = connection.exchange(b'{"run_id":"x"}\n' * 20_000, time.monotonic() + 5)
+        finally:
+            connection.close()
+    assert (reply.ok, reply.kind, reply.error) == (False, "unavailable", "at the connection limit")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def modules_after_import(module: str) -> set[str]:
@@ -42,6 +43,7 @@ def test_mantis_client_loads_only_layer_one_of_mantisd() -> None:
         "mantisd",
         "mantisd.buckets",
         "mantisd.paths",
+        "mantisd.safe_fs",
         "mantisd.schema",
         "mantisd.store",
     }
@@ -49,3 +51,25 @@ def test_mantis_client_loads_only_layer_one_of_mantisd() -> None:
 
 def test_mantis_cli_does_not_import_anyio() -> None:
     assert "anyio" not in modules_after_import("mantisd.cli")
+
+
+def test_mantis_without_a_database_never_imports_psycopg(tmp_path: Path) -> None:
+    """`--db`/`ship` are optional (`mantisd[postgres]`): the file commands run without it."""
+    from tests.stats_data import write_golden
+
+    write_golden(tmp_path)
+    code = (
+        "import json, sys\n"
+        "from mantisd.cli import mantis\n"
+        "for args in (['stats', 'default__golden-v1'], ['compare', 'default__golden-v1'],\n"
+        "             ['trend', 'default__golden-v1'], ['list']):\n"
+        "    try:\n"
+        f"        mantis(['runs', *args, '--data-dir', {str(tmp_path)!r}])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.__stderr__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    loaded = {name.partition(".")[0] for name in json.loads(proc.stderr.splitlines()[-1])}
+    assert "mantisd" in loaded and "click" in loaded
+    assert not loaded & {"psycopg", "psycopg_binary", "psycopg_c", "anyio"}

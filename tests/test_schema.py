@@ -423,3 +423,14 @@ def test_an_infinite_number_inside_the_open_fields_is_refused(field: str) -> Non
 def test_extra_numbers_a_double_can_hold_are_kept(number: bytes, stored: Any) -> None:
     line = encode(row_at())[:-1] + b', "x": ' + number + b"}"
     assert msgspec.json.decode(validate(line, now=NOW).line)["x"] == stored
+
+
+@pytest.mark.parametrize("form", ["mapping", "bytes"])
+def test_a_row_longer_than_any_reader_reads_is_refused(form: str) -> None:
+    from mantisd.schema import MAX_LINE_BYTES
+
+    raw = row_at(notes="x" * MAX_LINE_BYTES)
+    message = reject(raw if form == "mapping" else encode(raw))
+    assert message.startswith("row: ") and f"more than the {MAX_LINE_BYTES} a line" in message
+    fits = row_at(notes="x" * (MAX_LINE_BYTES - len(validate(row_at(notes=""), now=NOW).line)))
+    assert len(validate(fits, now=NOW).line) == MAX_LINE_BYTES

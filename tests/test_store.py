@@ -25,6 +25,7 @@ from mantisd.paths import list_shards, shard_path
 from mantisd.reader import Scanner, ScanReport, StatRow
 from mantisd.schema import ValidRow, validate
 from mantisd.store import StoreError, append, append_rows, group_by_shard
+from tests.full_disk import shard_on_a_full_disk
 from tests.rows import make_row
 
 JAN = "2026-01"
@@ -326,18 +327,22 @@ def test_a_write_beyond_rlimit_fsize_fails_cleanly(data_dir: Path) -> None:
     assert shard.read_bytes() == earlier
 
 
-def test_dev_full_raises_store_error_enospc(data_dir: Path) -> None:
+def test_a_shard_on_a_full_disk_raises_store_error_enospc(data_dir: Path) -> None:
     shard = shard_path(data_dir, JAN)
-    shard.parent.mkdir(parents=True)
-    shard.symlink_to("/dev/full")
-    with pytest.raises(StoreError) as caught:
-        append(shard, row_line())
-    assert caught.value.errno == errno.ENOSPC
-    assert caught.value.path == shard
-    assert "No space left on device" in str(caught.value)
-    with pytest.raises(StoreError) as caught:
-        append_rows(data_dir, [validate(row_line())])
-    assert caught.value.errno == errno.ENOSPC
+    with shard_on_a_full_disk(shard) as free:
+        with pytest.raises(StoreError) as caught:
+            append(shard, row_line())
+        assert caught.value.errno == errno.ENOSPC
+        assert caught.value.path == shard
+        assert "No space left on device" in str(caught.value)
+        with pytest.raises(StoreError) as caught:
+            append_rows(data_dir, [validate(row_line())])
+        assert caught.value.errno == errno.ENOSPC
+        assert shard.read_bytes() == b""
+        free()
+    line = row_line()
+    append(shard, line)
+    assert shard.read_bytes() == line
 
 
 @pytest.fixture
@@ -506,14 +511,6 @@ def test_an_unwritable_data_dir_is_a_store_error(traversable_dir: Path, read_onl
     assert outcomes[0]["errno"] == errno.EACCES, outcomes
     assert "Permission denied" in outcomes[0]["error"]
     assert (shard.read_bytes() if shard.exists() else None) == before
-
-
-def test_a_shard_that_is_a_directory_is_a_store_error(data_dir: Path) -> None:
-    shard = shard_path(data_dir, JAN)
-    shard.mkdir(parents=True)
-    with pytest.raises(StoreError) as caught:
-        append(shard, row_line())
-    assert caught.value.errno == errno.EISDIR
 
 
 def test_a_data_dir_that_is_a_file_is_a_store_error(data_dir: Path) -> None:

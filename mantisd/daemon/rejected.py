@@ -4,6 +4,10 @@ Bounded: when the file passes half the budget it is rotated to `.1` (the old `.1
 Not fsync'ed: this is a diagnostic trail, and it must never slow the good rows down. So the
 connections only queue entries in memory (bounded too: past `MAX_PENDING_BYTES` they are
 counted and dropped), and a task writes them out in a worker thread, never on the event loop.
+
+Like a shard, the log is opened through `mantisd.safe_fs` (design.md, "Trust"): `runs_log/`,
+`rejected/` and the file itself are never followed if they are links; anything odd in their
+place is moved aside and a fresh one made.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from mantisd.paths import rejected_dir
+from mantisd import safe_fs
+from mantisd.paths import REJECTED, RUNS_LOG, rejected_dir
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +37,7 @@ class RejectedLog:
     """Appends one JSON line per rejected request: receive time, kind, reason, the line."""
 
     def __init__(self, data_dir: Path, max_bytes: int) -> None:
+        self.data_dir = data_dir
         self.path = rejected_dir(data_dir) / "rejected.jsonl"
         self._rotate_at = max(max_bytes // 2, 1)
         self._failing = False
@@ -82,27 +88,35 @@ class RejectedLog:
             self._failing = False
 
     def _append(self, entries: list[bytes]) -> None:
-        self.path.parent.mkdir(mode=0o770, parents=True, exist_ok=True)
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        chunk: list[bytes] = []
-        for entry in entries:
-            if size and size + len(entry) > self._rotate_at:
-                self._write_chunk(chunk)
-                chunk = []
-                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-                size = 0
-            chunk.append(entry)
-            size += len(entry)
-        self._write_chunk(chunk)
+        with safe_fs.opened_dirs(self.data_dir, (RUNS_LOG, REJECTED), create=True) as dirs:
+            dir_fd = dirs[-1]
+            name, rotated = self.path.name, self.path.name + ".1"
+            fd = self._open(dir_fd)
+            try:
+                size = os.fstat(fd).st_size
+                chunk: list[bytes] = []
+                for entry in entries:
+                    if size and size + len(entry) > self._rotate_at:
+                        _write_chunk(fd, chunk)
+                        chunk = []
+                        os.close(fd)
+                        fd = -1
+                        # A rename never follows a link: whatever `.1` was, it is replaced.
+                        os.replace(name, rotated, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                        fd = self._open(dir_fd)
+                        size = 0
+                    chunk.append(entry)
+                    size += len(entry)
+                _write_chunk(fd, chunk)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
 
-    def _write_chunk(self, chunk: list[bytes]) -> None:
-        if not chunk:
-            return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o660)
-        try:
-            os.write(fd, b"".join(chunk))
-        finally:
-            os.close(fd)
+    def _open(self, dir_fd: int) -> int:
+        flags = os.O_WRONLY | os.O_APPEND
+        return safe_fs.open_file(dir_fd, self.path.parent, self.path.name, flags)
+
+
+def _write_chunk(fd: int, chunk: list[bytes]) -> None:
+    if chunk:
+        os.write(fd, b"".join(chunk))

@@ -158,6 +158,7 @@ def test_json_shape(regressed_dir: Path) -> None:
         "status",
         "alpha",
         "min_effect",
+        "correction",
         "baseline",
         "current",
         "buckets",
@@ -178,6 +179,7 @@ def test_json_shape(regressed_dir: Path) -> None:
             "p50_change",
             "p95_change",
             "p_value",
+            "p_adjusted",
             "verdict",
         ]
         assert list(bucket["baseline"]) == ["n", "p50", "p95"] == list(bucket["current"])

@@ -44,7 +44,9 @@ class BucketComparison:
     """One row of `compare`: both sides, the relative changes, the test and its verdict.
 
     A change is `(current - baseline) / baseline`; None when a side is empty, or when the
-    baseline is 0 and the current is not (an infinite change).
+    baseline is 0 and the current is not (an infinite change). `p_adjusted`: the p-value
+    corrected for the other tests of the comparison (`mantisd.stats.multiple`), which the
+    verdict then follows; None when uncorrected.
     """
 
     bucket: str
@@ -54,6 +56,7 @@ class BucketComparison:
     p95_change: float | None
     p_value: float | None
     verdict: str
+    p_adjusted: float | None = None
 
 
 def merged(runs: Sequence[array[float]]) -> Sequence[float]:
@@ -126,8 +129,10 @@ def compare_buckets(
     alpha: float,
     min_effect: float,
     workers: int = 1,
+    total: bool = True,
 ) -> list[BucketComparison]:
-    """`buckets` compared and ordered: see `ordered`. `total_time_s` is always there, last.
+    """`buckets` compared and ordered: see `ordered`. `total_time_s` is there, last, unless
+    `total` is False (cost components have no total).
 
     With `workers` > 1 the buckets are compared in forked processes (they inherit the samples;
     only the results travel): ranking two 100k-run samples costs ~50 ms per bucket.
@@ -142,7 +147,7 @@ def compare_buckets(
             min_effect=min_effect,
         )
 
-    names = list(dict.fromkeys([*buckets, TOTAL]))
+    names = list(dict.fromkeys([*buckets, TOTAL] if total else buckets))
     size = sum(len(run) for b in names for side in (baseline, current) for run in side.get(b, ()))
     if size < PARALLEL_FROM:
         workers = 1

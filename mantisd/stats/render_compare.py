@@ -8,14 +8,17 @@ p-values to three decimals (`<0.001` below that), `-` where there is nothing to 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
+from mantisd.schema import TOTAL
 from mantisd.stats.comparison import BucketComparison, Side
+from mantisd.stats.costs import WALL_TIME, json_round
 from mantisd.stats.durations import format_instant, rfc3339
 from mantisd.stats.render import MISSING, NAME_WIDTH, RULE
+from mantisd.text import printable
 
 #: (header, width) of the right-aligned cells after `bucket`; the verdict follows, left-aligned.
 COLUMNS = (
@@ -55,22 +58,42 @@ def p_value(value: float | None) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def cells(row: BucketComparison) -> list[str]:
+def cells(
+    row: BucketComparison, format_value: Callable[[str, float], str] | None = None
+) -> list[str]:
+    """The row's cells; `p` is the p-value the verdict used (adjusted when corrected)."""
     base, cur = row.baseline, row.current
+
+    def value(v: float | None) -> str:
+        if format_value is None or v is None:
+            return seconds(v)
+        return format_value(row.bucket, v)
+
     return [
         str(base.n),
         str(cur.n),
-        seconds(base.p50),
-        seconds(cur.p50),
+        value(base.p50),
+        value(cur.p50),
         change(row.p50_change),
-        seconds(base.p95),
-        seconds(cur.p95),
+        value(base.p95),
+        value(cur.p95),
         change(row.p95_change),
-        p_value(row.p_value),
+        p_value(row.p_value if row.p_adjusted is None else row.p_adjusted),
     ]
 
 
-def render_header(runs: str, baseline: Window, current: Window, alpha: float, effect: float) -> str:
+#: How the verdict line names each `--correction`.
+CORRECTION_PHRASES = {"holm": "Holm-adjusted", "none": "uncorrected"}
+
+
+def render_header(
+    runs: str,
+    baseline: Window,
+    current: Window,
+    alpha: float,
+    effect: float,
+    correction: str = "holm",
+) -> str:
     """Which runs (`Succeeded runs of X`), which windows with how many runs, and the rule the
     verdicts follow."""
     lines = [f"{runs}:"]
@@ -80,31 +103,43 @@ def render_header(runs: str, baseline: Window, current: Window, alpha: float, ef
             f"{format_instant(window.since)} to {format_instant(window.until)}"
         )
     lines.append(
-        f"  {'verdict':<9}regressed/improved when Mann-Whitney U p < {alpha:g} and the p50 "
-        f"moved more than {effect * 100:g}%"
+        f"  {'verdict':<9}regressed/improved when p < {alpha:g} (Mann-Whitney U, "
+        f"{CORRECTION_PHRASES[correction]}) and the p50 moved more than {effect * 100:g}%"
     )
     return "\n".join(lines) + "\n"
 
 
-def render_comparison(rows: Sequence[BucketComparison]) -> str:
-    """The comparison table, rule lines included, `total_time_s` after the last rule."""
-    table = [cells(row) for row in rows]
-    name_width = max([NAME_WIDTH] + [len(row.bucket) + 2 for row in rows])
+def render_comparison(
+    rows: Sequence[BucketComparison],
+    format_value: Callable[[str, float], str] | None = None,
+    *,
+    counts: bool = True,
+) -> str:
+    """The comparison table, rule lines included, `total_time_s` after the last rule.
+
+    `format_value(bucket, value)`: cost cells (`$0.012`); default seconds. `counts` False
+    leaves out the two `n` columns (grouped blocks give each group's run counts in a title).
+    """
+    skip = 0 if counts else 2
+    columns = COLUMNS[skip:]
+    table = [cells(row, format_value)[skip:] for row in rows]
+    names = [printable(row.bucket) for row in rows]
+    name_width = max([NAME_WIDTH] + [len(name) + 2 for name in names])
     widths = [
-        max([width] + [len(line[i]) + 2 for line in table]) for i, (_, width) in enumerate(COLUMNS)
+        max([width] + [len(line[i]) + 2 for line in table]) for i, (_, width) in enumerate(columns)
     ]
     header = (
         f"{'bucket':<{name_width}}"
-        + "".join(f"{title:>{w}}" for (title, _), w in zip(COLUMNS, widths, strict=True))
+        + "".join(f"{title:>{w}}" for (title, _), w in zip(columns, widths, strict=True))
         + f"  {VERDICT}"
     )
     width = name_width + sum(widths) + 2 + max(len(VERDICT), *(len(r.verdict) for r in rows))
     lines = [header, RULE * width]
-    for i, (row, line) in enumerate(zip(rows, table, strict=True)):
-        if i == len(rows) - 1:
+    for i, (row, name, line) in enumerate(zip(rows, names, table, strict=True)):
+        if i == len(rows) - 1 and row.bucket == TOTAL:
             lines.append(RULE * width)
         text = (
-            f"{row.bucket:<{name_width}}"
+            f"{name:<{name_width}}"
             + "".join(f"{c:>{w}}" for c, w in zip(line, widths, strict=True))
             + f"  {row.verdict}"
         )
@@ -121,41 +156,77 @@ def render_comparison_json(
     alpha: float,
     min_effect: float,
     rows: Sequence[BucketComparison],
+    correction: str = "holm",
+    breakdown: str = WALL_TIME,
 ) -> str:
-    """`{workflow_id, status, alpha, min_effect, baseline: {since, until, run_count},
-    current: {...}, buckets: [{bucket, baseline: {n, p50, p95}, current: {n, p50, p95},
-    p50_change, p95_change, p_value, verdict}]}`, buckets in the table's order.
+    """`{workflow_id, status, alpha, min_effect, correction, baseline: {since, until,
+    run_count}, current: {...}, buckets: [{bucket, baseline: {n, p50, p95}, current: {n, p50,
+    p95}, p50_change, p95_change, p_value, p_adjusted, verdict}]}`, buckets in the table's
+    order; `breakdown` after `workflow_id` when it is not the wall time.
 
-    Seconds and changes are rounded to 6 decimals; p-values are not (they can be tiny).
+    Seconds and changes are rounded to 6 decimals (costs to 9); p-values are not (they can be
+    tiny). `p_adjusted` is null when uncorrected.
     """
+    document = comparison_head(
+        workflow_id,
+        status,
+        alpha=alpha,
+        min_effect=min_effect,
+        correction=correction,
+        breakdown=breakdown,
+    )
+    document["baseline"] = window_document(baseline)
+    document["current"] = window_document(current)
+    document["buckets"] = buckets_document(rows, breakdown)
+    return msgspec.json.encode(document).decode() + "\n"
+
+
+def comparison_head(
+    workflow_id: str,
+    status: str | None,
+    *,
+    alpha: float,
+    min_effect: float,
+    correction: str,
+    breakdown: str,
+) -> dict[str, object]:
+    """The keys every comparison document starts with."""
+    document: dict[str, object] = {"workflow_id": workflow_id}
+    if breakdown != WALL_TIME:
+        document["breakdown"] = breakdown
+    document.update(status=status, alpha=alpha, min_effect=min_effect, correction=correction)
+    return document
+
+
+def window_document(w: Window) -> dict[str, object]:
+    return {"since": rfc3339(w.since), "until": rfc3339(w.until), "run_count": w.run_count}
+
+
+def buckets_document(
+    rows: Sequence[BucketComparison], breakdown: str = WALL_TIME
+) -> list[dict[str, object]]:
+    """One object per compared bucket, in the table's order."""
 
     def side(s: Side) -> dict[str, object]:
-        return {"n": s.n, "p50": _round(s.p50), "p95": _round(s.p95)}
+        return {
+            "n": s.n,
+            "p50": json_round(breakdown, s.p50),
+            "p95": json_round(breakdown, s.p95),
+        }
 
-    def window(w: Window) -> dict[str, object]:
-        return {"since": rfc3339(w.since), "until": rfc3339(w.until), "run_count": w.run_count}
-
-    document = {
-        "workflow_id": workflow_id,
-        "status": status,
-        "alpha": alpha,
-        "min_effect": min_effect,
-        "baseline": window(baseline),
-        "current": window(current),
-        "buckets": [
-            {
-                "bucket": row.bucket,
-                "baseline": side(row.baseline),
-                "current": side(row.current),
-                "p50_change": _round(row.p50_change),
-                "p95_change": _round(row.p95_change),
-                "p_value": row.p_value,
-                "verdict": row.verdict,
-            }
-            for row in rows
-        ],
-    }
-    return msgspec.json.encode(document).decode() + "\n"
+    return [
+        {
+            "bucket": row.bucket,
+            "baseline": side(row.baseline),
+            "current": side(row.current),
+            "p50_change": _round(row.p50_change),
+            "p95_change": _round(row.p95_change),
+            "p_value": row.p_value,
+            "p_adjusted": row.p_adjusted,
+            "verdict": row.verdict,
+        }
+        for row in rows
+    ]
 
 
 def _round(value: float | None) -> float | None:

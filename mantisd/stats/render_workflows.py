@@ -8,15 +8,10 @@ import msgspec
 
 from mantisd.stats.durations import rfc3339
 from mantisd.stats.workflows import WorkflowSummary
+from mantisd.text import printable
 
 RULE = "─"
 HEADERS = ("workflow", "runs", "failed", "last finished")
-
-
-def printable(text: str) -> str:
-    """`text` with every non-printable character (terminal escapes, newlines) spelled as its
-    Python escape: an id read from the log never drives the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def render_workflows_table(workflows: Sequence[WorkflowSummary]) -> str:

@@ -1,0 +1,113 @@
+"""The selected runs themselves, not only their numbers: for `slowest` and `--exemplars`.
+
+`iter_runs` yields the very runs `select` (or `select_groups`) aggregates for the same query,
+newest first: the same shards, the same checks, the same dedup (a `run_id` seen in a newer
+shard is dropped), the same `last` cap (per group when grouped). It reads one shard after the
+other in this process and builds a small object per run, so it costs more per run than
+`select`; the commands that need it ask for runs a person will look at.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from mantisd.reader import ScanReport
+from mantisd.schema import TOTAL
+from mantisd.stats.costs import COST, numeric_costs
+from mantisd.stats.grouping import GroupKey, key_getter
+from mantisd.stats.query import StatsQuery, _matching, _scan_shard, shard_months
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One selected run: what a person takes to its post-mortem.
+
+    `values`: the breakdown's numbers (wall time: the buckets and `total_time_s`; cost: the
+    numeric entries). `error`: the row's error as decoded JSON (None, a string or an object).
+    """
+
+    run_id: str
+    finished_at: dt.datetime
+    status: str
+    model: str | None
+    plan_signature: str | None
+    error: Any
+    values: dict[str, float]
+    key: GroupKey = ()
+
+
+def iter_runs(
+    data_dir: Path,
+    query: StatsQuery,
+    report: ScanReport,
+    *,
+    on_shard: Callable[[int, int, str], None] | None = None,
+) -> Iterator[RunView]:
+    """The query's selected runs, newest first; skipped lines and duplicates go to `report`."""
+    months = shard_months(data_dir, query)
+    key_of = key_getter(query.by)
+    seen: set[int] = set()
+    taken: Counter[GroupKey] = Counter()
+    for index, month in enumerate(months):
+        if on_shard:
+            on_shard(index, len(months), month)
+        blocks = _scan_shard(data_dir, month, query, report)
+        try:
+            for rows in blocks:
+                chosen = []
+                for row in _matching(rows, query):
+                    run = hash(row.run_id)
+                    if run in seen:
+                        report.duplicates += 1
+                        continue
+                    key = key_of(row)
+                    if taken[key] >= query.last:
+                        continue
+                    seen.add(run)
+                    taken[key] += 1
+                    chosen.append((row, key))
+                yield from _views(chosen, query.breakdown)
+                if not query.by and taken[()] >= query.last:
+                    return
+        finally:
+            blocks.close()
+
+
+def _views(chosen: list[tuple[Any, GroupKey]], breakdown: str) -> Iterator[RunView]:
+    if breakdown == COST:
+        values = [
+            numbers for numbers, _ in numeric_costs([row.cost_breakdown for row, _ in chosen])
+        ]
+    else:
+        values = [
+            {**_seconds(row.wall_time_breakdown), TOTAL: row.total_time_s} for row, _ in chosen
+        ]
+    for (row, key), numbers in zip(chosen, values, strict=True):
+        yield RunView(
+            run_id=row.run_id,
+            finished_at=row.finished_at,
+            status=row.status,
+            model=row.model,
+            plan_signature=row.plan_signature,
+            error=msgspec.json.decode(row.error),
+            values=numbers,
+            key=key,
+        )
+
+
+def _seconds(breakdown: Any) -> dict[str, float]:
+    """A decoded breakdown (the nine-bucket struct or a dict) as a dict, reported buckets only."""
+    if isinstance(breakdown, dict):
+        return {name: value for name, value in breakdown.items() if name != TOTAL}
+    return {
+        name: value
+        for name in breakdown.__struct_fields__
+        if (value := getattr(breakdown, name)) is not msgspec.UNSET
+    }

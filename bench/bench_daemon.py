@@ -1,15 +1,25 @@
 """mantisd throughput, ack latency and memory, side by side with the page's direct append.
 
-    .venv/bin/python bench/bench_daemon.py [--quick] [--rss-seconds 60] [--fsync-delay-ms 2]
+    .venv/bin/python bench/bench_daemon.py [--quick] [--repeat 3] [--rss-seconds 60]
+                                           [--fsync-delay-ms 2] [--source DIR ...]
 
-1. Durable rows/s with 1, 4 and 16 concurrent clients (separate processes). Each mantisd
-   client pipelines with a window of 256 unanswered rows; each baseline client appends
-   directly, one `write()` + `fsync` per row on its own O_APPEND descriptor (the page's writer).
-   Targets (issue 3): at 16 clients >= 10x the baseline and >= 20,000 rows/s.
+1. Durable rows/s with 1, 4 and 16 concurrent clients (separate processes), the median of
+   `--repeat` runs, daemon and baseline runs interleaved. Each mantisd client pipelines with
+   a window of 256 unanswered rows; each baseline client appends directly, one `write()` +
+   `fsync` per row on its own O_APPEND descriptor (the page's writer). Beside each figure:
+   the daemon's CPU per row (its event-loop thread / its other threads), which says where
+   the time goes when the machine's 2 cores are the limit.
 2. Ack latency p50/p99 at a steady offered load of 2,000 rows/s (4 clients x 500 rows/s, each
-   row sent on its own, timed from send to its reply). Target: p99 < 10 ms.
+   row sent on its own, timed from send to its reply).
 3. Daemon RSS (VmRSS, sampled every second) under sustained pipelined load for 60 s (10 s with
-   --quick). Target: < 80 MB and flat.
+   --quick).
+
+Targets (issue 13): >= 300,000 rows/s at 16 clients and >= 10x the baseline at 1, 4 and 16
+clients; ack p99 < 2 ms at 2,000 rows/s; RSS flat over a minute.
+
+`--source DIR` also runs the daemon of another checkout (a directory holding `mantisd/`, e.g.
+`git worktree add /tmp/before HEAD~1`, or `git archive HEAD mantisd | tar -x -C /tmp/before`)
+in the same rounds, as one more column: a before/after comparison on the same noisy machine.
 
 `--fsync-delay-ms` emulates a slower disk than this machine's (whose fsync is a write-back
 cache's ~0.2 ms): the run is re-executed under strace, which delays every fsync of the daemon
@@ -37,7 +47,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -80,8 +90,8 @@ def row_line(client: int, n: int) -> bytes:
 
 
 @contextmanager
-def daemon(workdir: Path) -> Iterator[tuple[Path, int]]:
-    """A real mantisd on a fresh data dir; yields (socket, pid)."""
+def daemon(workdir: Path, source: Path = ROOT) -> Iterator[tuple[Path, int]]:
+    """A real mantisd (the one in `source`) on a fresh data dir; yields (socket, pid)."""
     sock_dir = Path(tempfile.mkdtemp(prefix="mtb-", dir="/tmp"))
     path = sock_dir / "m.sock"
     data_dir = workdir / f"daemon-{time.monotonic_ns()}"
@@ -89,7 +99,7 @@ def daemon(workdir: Path) -> Iterator[tuple[Path, int]]:
         [sys.executable, "-m", "mantisd.daemon", "--socket", str(path), "--data-dir",
          str(data_dir), "--log-level", "warning"],
         stderr=subprocess.PIPE,
-        cwd=ROOT,
+        cwd=source,  # `-m` imports `mantisd` from there first
     )  # fmt: skip
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
@@ -178,6 +188,45 @@ def run_clients(target: Any, arg: str, clients: int, rows_each: int) -> tuple[fl
     acked = sum(o[2] for o in outcomes)
     failed = sum(o[3] for o in outcomes)
     return acked / (end - start), acked, failed
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of `pid`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a worker thread that just ended
+            continue
+        seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+class Throughput(NamedTuple):
+    rows_per_s: float
+    main_us: float  # the daemon's event-loop thread, CPU microseconds per row
+    other_us: float  # its other threads (the writer's appends and fsyncs)
+
+
+def daemon_throughput(workdir: Path, source: Path, clients: int, total: int) -> Throughput:
+    """Rows/s of a fresh daemon under `clients` pipelining clients, and its CPU per row."""
+    with daemon(workdir, source) as (path, pid):
+        before = thread_cpu(pid)
+        rate, acked, failed = run_clients(pipelining_client, str(path), clients, total // clients)
+        after = thread_cpu(pid)
+    assert failed == 0, f"{failed} rows not acknowledged"
+    main = after[pid] - before.get(pid, 0.0)
+    other = sum(t - before.get(tid, 0.0) for tid, t in after.items() if tid != pid)
+    return Throughput(rate, main / acked * 1e6, other / acked * 1e6)
+
+
+def direct_throughput(workdir: Path, clients: int, total: int) -> float:
+    shard = workdir / f"direct-{clients}.jsonl"
+    rate, _, _ = run_clients(direct_client, str(shard), clients, total // clients)
+    shard.unlink()
+    return rate
 
 
 # --- latency at a steady offered load ------------------------------------------------------
@@ -274,48 +323,64 @@ def pct(samples: list[float], q: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (RSS over 10 s)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per throughput figure")
     parser.add_argument("--rss-seconds", type=float, default=None)
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument("--fsync-delay-ms", type=float, default=0.0, help="slow every fsync")
+    parser.add_argument(
+        "--source", type=Path, action="append", default=[], help="another checkout's daemon too"
+    )
     args = parser.parse_args()
     reexec_with_slow_fsync(args.fsync_delay_ms)
     rss_seconds = args.rss_seconds or (10.0 if args.quick else 60.0)
     latency_seconds = args.latency_seconds or (5.0 if args.quick else 15.0)
     scale = 0.5 if args.quick else 1.0
+    sources = [ROOT, *(s.resolve() for s in args.source)]
 
     BENCH_DATA.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-daemon-", dir=BENCH_DATA))
     delay = f"; every fsync slowed by {args.fsync_delay_ms:g} ms" if args.fsync_delay_ms else ""
     print(f"rows of {len(row_line(0, 0))} bytes; {os.cpu_count()} cores{delay}; data in {workdir}")
+    print(f"medians of {args.repeat} interleaved runs; daemons: " + ", ".join(map(str, sources)))
     try:
-        print("\ndurable rows/s        mantisd (window 256)    direct write+fsync/row    ratio")
+        columns = "".join(f"   mantisd #{i} [CPU us/row]" for i in range(len(sources)))
+        print(f"\ndurable rows/s {columns}   direct write+fsync/row   #0 / direct")
         for clients in (1, 4, 16):
-            total = int(40_000 * scale)
-            with daemon(workdir) as (path, _):
-                ours, acked, failed = run_clients(
-                    pipelining_client, str(path), clients, total // clients
-                )
-            assert failed == 0, f"{failed} rows not acknowledged"
-            shard = workdir / f"direct-{clients}.jsonl"
+            total = int(80_000 * scale) if clients > 1 else int(40_000 * scale)
             direct_total = int(min(8000, 2000 * clients) * scale)
-            theirs, _, _ = run_clients(direct_client, str(shard), clients, direct_total // clients)
-            shard.unlink()
+            ours: list[list[Throughput]] = [[] for _ in sources]
+            theirs: list[float] = []
+            for _ in range(args.repeat):
+                for i, source in enumerate(sources):
+                    ours[i].append(daemon_throughput(workdir, source, clients, total))
+                theirs.append(direct_throughput(workdir, clients, direct_total))
+            cells = []
+            for runs in ours:
+                rate = statistics.median(r.rows_per_s for r in runs)
+                main_us = statistics.median(r.main_us for r in runs)
+                other_us = statistics.median(r.other_us for r in runs)
+                cells.append(f"{rate:>12,.0f} [{main_us:4.1f} + {other_us:3.1f}]")
+            direct = statistics.median(theirs)
+            first = statistics.median(r.rows_per_s for r in ours[0])
             print(
-                f"  {clients:2d} client(s)      {ours:12,.0f} rows/s     {theirs:12,.0f} rows/s"
-                f"       {ours / theirs:5.1f}x"
+                f"  {clients:2d} client(s) {''.join(cells)}{direct:16,.0f} rows/s"
+                f"   {first / direct:8.1f}x"
             )
 
-        with daemon(workdir) as (path, pid):
-            samples = measure_latency(path, 2000.0, latency_seconds)
+        print()
+        for i, source in enumerate(sources):
+            with daemon(workdir, source) as (path, _):
+                samples = measure_latency(path, 2000.0, latency_seconds)
             print(
-                f"\nack latency at 2,000 rows/s offered (4 clients, {len(samples)} rows): "
-                f"p50 {pct(samples, 50):.2f} ms, p99 {pct(samples, 99):.2f} ms, "
-                f"max {max(samples) * 1e3:.2f} ms"
+                f"mantisd #{i}: ack latency at 2,000 rows/s offered (4 clients, "
+                f"{len(samples)} rows): p50 {pct(samples, 50):.2f} ms, "
+                f"p99 {pct(samples, 99):.2f} ms, max {max(samples) * 1e3:.2f} ms"
             )
+        with daemon(workdir) as (path, pid):
             rss, acked = measure_rss(path, pid, rss_seconds)
             tenth = max(1, len(rss) // 10)
             print(
-                f"daemon RSS over {rss_seconds:.0f} s of sustained load (4 pipelining clients, "
+                f"mantisd #0: RSS over {rss_seconds:.0f} s of load (4 pipelining clients, "
                 f"{acked / rss_seconds:,.0f} rows/s): first {rss[0] / 1024:.1f} MB, "
                 f"max {max(rss) / 1024:.1f} MB, last {rss[-1] / 1024:.1f} MB, "
                 f"mean of first/last 10%: {statistics.mean(rss[:tenth]) / 1024:.1f} / "

@@ -402,3 +402,73 @@ def test_settings_from_environment(
         (reply,) = d.send_rows([row_factory(padding="x" * 2000)])
         assert reply["kind"] == "limit" and "1024" in reply["error"]
         good_row_succeeds(d, row_factory)
+
+
+def test_pipelined_replies_are_each_in_their_request_place(
+    daemon: DaemonProcess, row_factory: RowFactory
+) -> None:
+    """Valid rows, rows refused for different reasons, control requests and rows stored in
+    another month or rewritten, pipelined on one connection and batched together: each reply
+    answers its own request (out of order, a run of identical `{"ok":true}` would not tell)."""
+    requests: list[dict[str, Any] | bytes] = []
+    checks: list[Any] = []
+    written: list[str] = []
+    for i in range(3000):
+        kind = i % 9
+        if kind in (0, 1, 2):
+            row = row_factory()
+            requests.append(row)
+            written.append(row["run_id"])
+            checks.append(OK)
+        elif kind == 3:
+            requests.append(row_factory(status=f"paused-{i}"))  # the reply names its value
+            checks.append(("invalid", f"Invalid enum value 'paused-{i}'"))
+        elif kind == 4:
+            missing = row_factory()
+            field = ["workflow_id", "viable", "tenant_id"][i % 3]
+            del missing[field]
+            requests.append(missing)
+            checks.append(("invalid", f"{field}: missing required field"))
+        elif kind == 5:
+            requests.append(b'{"op":"status"}')
+            checks.append("status")
+        elif kind == 6:
+            requests.append(b'{"op":"reboot-%d"}' % i)
+            checks.append(("invalid", f"unknown op 'reboot-{i}'"))
+        elif kind == 7:
+            row = last_month_row(row_factory) if i % 2 else row_factory(total_time_s=i)
+            requests.append(row)
+            written.append(row["run_id"])
+            checks.append(OK)
+        else:
+            requests.append(b"[%d]" % i)
+            checks.append(("invalid", "expected a JSON object"))
+    replies = daemon.send_rows(requests)
+    assert len(replies) == len(requests)
+    for position, (reply, check) in enumerate(zip(replies, checks, strict=True)):
+        if check == "status":
+            assert reply["ok"] is True and "rows_written" in reply["status"], position
+        elif check == OK:
+            assert reply == OK, position
+        else:
+            kind, needle = check
+            assert reply["ok"] is False and reply["kind"] == kind, (position, reply)
+            assert needle in reply["error"], (position, reply)
+    assert sorted(all_run_ids(daemon.data_dir)) == sorted(written)
+    shard = [msgspec.json.decode(x)["run_id"] for x in shard_lines(daemon.data_dir, this_month())]
+    assert shard == [run_id for run_id in written if run_id in set(shard)]  # in request order
+
+
+def test_a_row_nested_too_deeply_is_invalid_and_the_connection_goes_on(
+    daemon: DaemonProcess, row_factory: RowFactory
+) -> None:
+    """1,200 nested lists in an extra key once killed the connection without a reply (and the
+    rows before it, written, were never acknowledged)."""
+    before, after = [row_factory() for _ in range(3)], [row_factory() for _ in range(3)]
+    deep = msgspec.json.encode(row_factory())[:-1] + b',"deep":' + b"[" * 1200 + b"]" * 1200 + b"}"
+    replies = daemon.send_rows([*before, deep, *after])
+    assert replies[:3] == [OK] * 3 and replies[4:] == [OK] * 3
+    assert replies[3]["ok"] is False and replies[3]["kind"] == "invalid"
+    assert all_run_ids(daemon.data_dir) == [r["run_id"] for r in [*before, *after]]
+    assert daemon.status()["rows_rejected"] == 1
+    good_row_succeeds(daemon, row_factory)

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from tests.daemon_process import all_run_ids, running_daemon, shard_lines
+from tests.full_disk import shard_on_a_full_disk
 from tests.rows import RowFactory, utc
 
 OK = {"ok": True}
@@ -35,23 +36,26 @@ def assert_storage_errors(replies: list[dict[str, Any]], count: int) -> None:
     assert all(r["ok"] is False and r["kind"] == "storage" for r in replies), replies
 
 
-def test_shard_on_dev_full(short_tmp: Path, data_dir: Path, row_factory: RowFactory) -> None:
+def test_shard_on_a_full_disk(short_tmp: Path, data_dir: Path, row_factory: RowFactory) -> None:
+    """This month's shard on a full disk (ENOSPC, a bind-mounted file of a full tmpfs: a link
+    to /dev/full would be moved aside, design.md "Trust"); last month's shard is fine."""
     now_rows = [row_factory() for _ in range(5)]
     old_rows = [last_month_row(row_factory) for _ in range(5)]
     shard = data_dir / "runs_log" / f"{month_of(now_rows[0])}.jsonl"
-    shard.parent.mkdir()
-    shard.symlink_to("/dev/full")
-    with running_daemon(short_tmp / "m.sock", data_dir) as d:
+    with (
+        shard_on_a_full_disk(shard) as free,
+        running_daemon(short_tmp / "m.sock", data_dir) as d,
+    ):
         mixed = [row for pair in zip(now_rows, old_rows, strict=True) for row in pair]
         replies = d.send_rows(mixed)
-        # Exactly this month's rows failed; last month's shard is fine.
+        # Exactly this month's rows failed, each reply in its request's place.
         assert_storage_errors(replies[0::2], 5)
         assert "No space left on device" in replies[0]["error"]
         assert replies[1::2] == [OK] * 5
         assert all_run_ids(data_dir) == [r["run_id"] for r in old_rows]
         status = d.status()
         assert status["storage_errors"] >= 1 and status["rows_failed"] == 5
-        shard.unlink()
+        free()
         assert d.send_rows(now_rows) == [OK] * 5
         assert shard.is_file() and not shard.is_symlink()
         assert [msgspec.json.decode(x)["run_id"] for x in shard.read_bytes().splitlines()] == [

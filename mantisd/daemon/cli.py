@@ -12,9 +12,12 @@ import anyio
 import click
 import msgspec
 
+from mantisd import __version__
 from mantisd.daemon import logs
 from mantisd.daemon.config import Config
 from mantisd.daemon.listen import ListenError
+from mantisd.daemon.options import EnvGroup
+from mantisd.daemon.units import install_units, units
 from mantisd.paths import resolve_data_dir, resolve_socket_path
 
 _DEFAULTS = Config(data_dir=Path("."))
@@ -52,16 +55,23 @@ def _socket(explicit: Path | None) -> Path:
 
 
 @click.group(
+    cls=EnvGroup,
     invoke_without_command=True,
-    context_settings={"auto_envvar_prefix": "MANTISD", "show_default": True},
+    context_settings={
+        "auto_envvar_prefix": "MANTISD",
+        "show_default": True,
+        "help_option_names": ["-h", "--help"],
+    },
 )
+@click.version_option(__version__, prog_name="mantisd")
 @click.option(
     "--socket",
     "socket_path",
     type=click.Path(path_type=Path, dir_okay=False),
     envvar="MANTIS_SOCKET",
-    help="Unix socket to listen on. Default: the systemd socket if passed, else "
-    "/run/mantisd.sock if it exists, $XDG_RUNTIME_DIR/mantisd.sock, /tmp/mantisd-$UID/.",
+    help="Unix socket to listen on. Default: /run/mantisd.sock if it exists, else "
+    "$XDG_RUNTIME_DIR/mantisd.sock, else /tmp/mantisd-$UID/mantisd.sock. Ignored when systemd "
+    "passes a socket (LISTEN_FDS).",
 )
 @click.option(
     "--data-dir",
@@ -96,10 +106,30 @@ def _socket(explicit: Path | None) -> Path:
     help="Rows waiting for the writer; a full queue makes readers wait (backpressure).",
 )
 @click.option(
+    "--queue-max-bytes",
+    type=click.IntRange(min=64 * 1024),
+    default=_DEFAULTS.queue_max_bytes,
+    help="Bytes of rows (their stored lines) waiting for the writer; a full queue makes "
+    "readers wait (backpressure).",
+)
+@click.option(
     "--batch-max-rows",
     type=click.IntRange(min=1),
     default=_DEFAULTS.batch_max_rows,
     help="Most rows written and fsync'ed in one group commit.",
+)
+@click.option(
+    "--batch-max-bytes",
+    type=click.IntRange(min=64 * 1024),
+    default=_DEFAULTS.batch_max_bytes,
+    help="Most bytes written and fsync'ed in one group commit.",
+)
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0.1),
+    default=_DEFAULTS.lock_timeout,
+    help="Seconds the writer waits for a shard locked by another process before answering "
+    "its rows with a storage error (logged and shown in status meanwhile).",
 )
 @click.option(
     "--max-inflight",
@@ -141,7 +171,10 @@ def cli(
     max_connections: int,
     idle_timeout: float,
     queue_size: int,
+    queue_max_bytes: int,
     batch_max_rows: int,
+    batch_max_bytes: int,
+    lock_timeout: float,
     max_inflight: int,
     allow_uid: tuple[int, ...],
     allow_gid: tuple[int, ...],
@@ -161,7 +194,10 @@ def cli(
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         queue_size=queue_size,
+        queue_max_bytes=queue_max_bytes,
         batch_max_rows=batch_max_rows,
+        batch_max_bytes=batch_max_bytes,
+        lock_timeout=lock_timeout,
         max_inflight_per_connection=max_inflight,
         allow_uids=frozenset(allow_uid),
         allow_gids=frozenset(allow_gid),
@@ -224,6 +260,10 @@ def _request(path: Path, line: bytes, timeout: float) -> dict[str, Any]:
         raise OSError("connection closed without a reply")
     reply: dict[str, Any] = msgspec.json.decode(reply_line, type=dict[str, Any])
     return reply
+
+
+cli.add_command(units)
+cli.add_command(install_units)
 
 
 def main(prog_name: str | None = None) -> None:

@@ -12,6 +12,10 @@ class Config:
 
     `socket` is None when the listening socket comes from systemd (`LISTEN_FDS`) or must be
     resolved by `mantisd.paths.resolve_socket_path`.
+
+    Memory is bounded in bytes (design.md, "Trust"): rows wait for the writer as their stored
+    lines, at most `queue_max_bytes` of them (and `queue_size` rows); a commit takes at most
+    `batch_max_bytes` (and `batch_max_rows`) out of the queue. `server.py` states the worst case.
     """
 
     data_dir: Path
@@ -21,7 +25,10 @@ class Config:
     max_connections: int = 256
     idle_timeout: float = 60.0
     queue_size: int = 8192
+    queue_max_bytes: int = 64 * 1024 * 1024
     batch_max_rows: int = 2048
+    batch_max_bytes: int = 8 * 1024 * 1024
+    lock_timeout: float = 30.0
     max_inflight_per_connection: int = 1024
     allow_uids: frozenset[int] = frozenset()
     allow_gids: frozenset[int] = frozenset()

@@ -1,13 +1,23 @@
-"""One client connection: newline framing, validation, hand-off to the queue, ordered replies.
+"""One client connection: newline framing, batch validation, hand-off to the queue, ordered replies.
 
-Two tasks per connection: the reader turns request lines into tickets (answered at once, or
-queued for the writer) and the reply task writes the answers back in request order. The reply
-queue is bounded, so a client that never reads its replies blocks only its own reader.
+Two tasks per connection. The reader takes every complete line of a receive at once, as one
+batch: validated together (`mantisd.batch.validate_lines`, which words each refusal as
+`mantisd.schema.validate` does), control requests and refused lines answered at once in their
+place, the accepted rows handed to the writer as one queue item that holds only their stored
+lines, and one ticket for the whole batch put in the reply queue. The reply task writes the
+replies in request order, one socket write for all the batches that are answered.
+
+Two budgets (`budget.py`) bound what a connection can make the daemon hold, both waited for
+by the reader only: the writer's queue, shared, in bytes and rows (a full queue slows every
+reader: backpressure), and the connection's own unanswered requests, in rows
+(`max_inflight_per_connection`) and reply bytes (`MAX_REPLY_BYTES`: an error reply can be
+as long as its line): a client that never reads its replies blocks only its own reader.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,22 +25,26 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.abc import SocketStream
-from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from mantisd.batch import validate_lines
+from mantisd.daemon.budget import Budget
 from mantisd.daemon.config import Config
 from mantisd.daemon.rejected import RejectedLog
 from mantisd.daemon.replies import ReplyWaiter, Ticket, failure, success
 from mantisd.daemon.status import Counters
-from mantisd.daemon.writer import Job
-from mantisd.schema import RowError, validate
+from mantisd.daemon.writer import Batch
 
 logger = logging.getLogger(__name__)
 
+#: Bytes asked of the socket per receive: the most one batch can hold, with a partial line.
+RECEIVE_BYTES = 256 * 1024
+#: Reply bytes waiting for one client to read them, at most (besides `max_inflight` rows).
+MAX_REPLY_BYTES = 64 * 1024
 #: A control request is tiny (`{"op":"status"}`); longer lines are always rows.
 _MAX_CONTROL_LINE = 256
-#: Replies gathered into one socket write at most.
-_MAX_REPLIES_PER_WRITE = 4096
+#: Batches whose replies are gathered into one socket write, at most.
+_MAX_BATCHES_PER_WRITE = 64
 #: How often (seconds) the idle deadline is pushed back; it need not move on every line.
 _IDLE_GRANULARITY = 1.0
 
@@ -46,7 +60,8 @@ class Connection:
         self,
         stream: SocketStream,
         config: Config,
-        queue: MemoryObjectSendStream[Job],
+        queue: MemoryObjectSendStream[Batch],
+        queue_budget: Budget,
         counters: Counters,
         rejected: RejectedLog,
         status: Callable[[], dict[str, Any]],
@@ -54,11 +69,19 @@ class Connection:
         self.stream = stream
         self.config = config
         self.queue = queue
+        self.queue_budget = queue_budget
         self.counters = counters
         self.rejected = rejected
         self.status = status
         self.waiter = ReplyWaiter()
+        self.inflight = Budget(
+            max_bytes=MAX_REPLY_BYTES, max_rows=config.max_inflight_per_connection
+        )
         self.reading = anyio.CancelScope()
+        self._batch_rows = min(config.batch_max_rows, config.max_inflight_per_connection)
+        #: batches of complete lines received and not taken yet, oldest first (and the same
+        #: lines as they came, `\n`-terminated, when they make one whole receive)
+        self._received: list[tuple[list[bytes], bytes | None]] = []
         self._idle_pushed = 0.0
 
     def stop_reading(self) -> None:
@@ -66,9 +89,8 @@ class Connection:
         self.reading.cancel()
 
     async def serve(self) -> None:
-        replies_in, replies_out = anyio.create_memory_object_stream[Ticket](
-            self.config.max_inflight_per_connection
-        )
+        # Unbounded in items: `self.inflight` bounds the rows their tickets stand for.
+        replies_in, replies_out = anyio.create_memory_object_stream[Ticket](math.inf)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write_replies, replies_out, tg.cancel_scope)
@@ -79,102 +101,152 @@ class Connection:
                 await self.stream.aclose()
 
     async def _read_requests(self, replies: MemoryObjectSendStream[Ticket]) -> None:
-        buffered = BufferedByteReceiveStream(self.stream)
         try:
             with self.reading:
-                await self._read_lines(buffered, replies)
+                await self._read_lines(replies)
         finally:
             if self.reading.cancel_called:
-                self._answer_buffered(buffered, replies)
+                self._take_received_nowait(replies)
 
-    async def _read_lines(
-        self, buffered: BufferedByteReceiveStream, replies: MemoryObjectSendStream[Ticket]
-    ) -> None:
+    async def _read_lines(self, replies: MemoryObjectSendStream[Ticket]) -> None:
         limit = self.config.max_line_bytes
+        tail = b""  # the start of a line whose `\n` has not come yet
         while True:
             self._push_idle_deadline()
             try:
-                # limit + 1: a line of exactly `limit` bytes has its `\n` at index `limit`
-                line = await buffered.receive_until(b"\n", limit + 1)
-                too_long = len(line) > limit  # a long line that came whole in one chunk
-            except anyio.DelimiterNotFound:
-                line, too_long = bytes(buffered.buffer), True
-            except anyio.IncompleteRead:
-                if buffered.buffer:  # hung up mid-line: that partial row is not written
-                    logger.debug("client left mid-line (%d bytes dropped)", len(buffered.buffer))
+                chunk = await self.stream.receive(RECEIVE_BYTES)
+            except anyio.EndOfStream:
+                if tail:  # hung up mid-line: that partial row is not written
+                    logger.debug("client left mid-line (%d bytes dropped)", len(tail))
                 return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 return
-            if too_long:
-                reason = f"line longer than {limit} bytes; closing the connection"
-                self._reject("limit", reason, line)
-                await self._send_ticket(replies, Ticket(reply=failure("limit", reason)))
-                return
-            ticket, job = self._take(line)
-            await self._send_ticket(replies, ticket)
-            if job is not None:
-                await self._enqueue(job)
+            end = chunk.rfind(b"\n") + 1
+            if not end:
+                tail += chunk
+                if len(tail) > limit:
+                    return await self._too_long(tail, replies)
+                continue
+            received = chunk if end == len(chunk) else chunk[:end]
+            if tail:
+                received = tail + received
+            tail = chunk[end:]
+            del chunk
+            lines = received.split(b"\n")
+            lines.pop()  # after the last `\n`
+            too_long = tail if len(tail) > limit else None
+            if max(map(len, lines)) > limit:
+                cut = next(i for i, line in enumerate(lines) if len(line) > limit)
+                lines, too_long, received = lines[:cut], lines[cut], b""
+            size = self._batch_rows
+            if len(lines) <= size and received:
+                self._received = [(lines, received)]  # the usual receive: one batch
+            else:
+                self._received = [(lines[i : i + size], None) for i in range(0, len(lines), size)]
+            del lines, received
+            while self._received:
+                await self._submit(*self._received.pop(0), replies)
+            if too_long is not None:
+                return await self._too_long(too_long, replies)
 
-    def _answer_buffered(
-        self, buffered: BufferedByteReceiveStream, replies: MemoryObjectSendStream[Ticket]
+    async def _too_long(self, line: bytes, replies: MemoryObjectSendStream[Ticket]) -> None:
+        """Answer a line longer than the limit; the caller then closes the connection."""
+        reason = f"line longer than {self.config.max_line_bytes} bytes; closing the connection"
+        self._reject("limit", reason, line)
+        ticket = Ticket(1, reply=failure("limit", reason))
+        await self.inflight.acquire(ticket.nbytes, 1)
+        self._send_ticket(ticket, replies)
+
+    async def _submit(
+        self, lines: list[bytes], received: bytes | None, replies: MemoryObjectSendStream[Ticket]
     ) -> None:
-        """On shutdown, whole lines already received are still taken (the writer drains them);
-        without waiting: whatever does not fit at once is left unanswered (the client falls
-        back to a direct write)."""
-        pending = buffered.buffer
-        limit = self.config.max_line_bytes
-        start = 0
-        while (end := pending.find(b"\n", start)) >= 0 and end - start <= limit:
-            ticket, job = self._take(pending[start:end])
-            start = end + 1
-            try:
-                replies.send_nowait(ticket)
-            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return
-            if job is not None:
-                try:
-                    self.queue.send_nowait(job)
-                except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    ticket.resolve(UNAVAILABLE_STOPPING)
+        """Take one batch: its ticket in the reply queue, its rows in the writer's queue."""
+        ticket, batch = self._take(lines, received)
+        del lines, received  # only the batch's stored lines are held while waiting
+        try:
+            await self.inflight.acquire(ticket.nbytes, ticket.rows)  # the client reads slowly
+        except BaseException:  # unanswered: so must every later line be, to keep the order
+            self._received.clear()
+            raise
+        if self._send_ticket(ticket, replies) and batch is not None:
+            await self._enqueue(batch)
 
-    def _take(self, line: bytes) -> tuple[Ticket, Job | None]:
-        """A request line's ticket, answered at once, or with a job for the writer."""
+    def _take_received_nowait(self, replies: MemoryObjectSendStream[Ticket]) -> None:
+        """On shutdown, whole lines already received are still taken (the writer drains them),
+        without waiting: rows the full queue cannot take are answered `unavailable`, and from
+        the first batch whose replies cannot be queued on, lines are left unanswered (the
+        client writes them directly)."""
+        while self._received:
+            ticket, batch = self._take(*self._received.pop(0))
+            if not self.inflight.try_acquire(ticket.nbytes, ticket.rows):
+                return
+            if not self._send_ticket(ticket, replies):
+                return
+            if batch is None:
+                continue
+            if not self.queue_budget.try_acquire(batch.nbytes, batch.rows):
+                ticket.resolve_all(UNAVAILABLE_STOPPING)
+                continue
+            self._put(batch)
+
+    def _take(self, lines: list[bytes], received: bytes | None) -> tuple[Ticket, Batch | None]:
+        """A batch's ticket, answered at once, or with a queue item for the writer.
+
+        `received`: the lines as they came (with their `\\n`), when the caller has them."""
+        verdicts = validate_lines(lines, received=received)
+        count, months = len(lines), verdicts.months
+        if verdicts.payload is not None:  # the usual case: every row as sent, in one month
+            month = months[0]
+            assert month is not None
+            ticket = Ticket(count, month=month, waiter=self.waiter)
+            return ticket, Batch({month: (verdicts.payload, count)}, ticket)
+        parts: list[bytes | str] = []
+        groups: dict[str, list[bytes]] = {}
+        for i, month in enumerate(months):
+            if month is None:
+                parts.append(self._refused(lines[i], verdicts.errors[i]))
+            else:
+                parts.append(month)
+                groups.setdefault(month, []).append(verdicts.stored[i])
+        if not groups:
+            return Ticket(count, reply=b"".join(p for p in parts if isinstance(p, bytes))), None
+        ticket = Ticket(count, parts=parts, waiter=self.waiter)
+        payloads = {m: (b"\n".join([*group, b""]), len(group)) for m, group in groups.items()}
+        return ticket, Batch(payloads, ticket)
+
+    def _refused(self, line: bytes, error: str) -> bytes:
+        """The reply to a line that is not a valid row: a control request's, or `invalid`."""
         if len(line) <= _MAX_CONTROL_LINE and b'"op"' in line:
             reply = self._control(line)
             if reply is not None:
-                return Ticket(reply=reply), None
-        try:
-            row = validate(line)
-        except (RowError, UnicodeDecodeError) as exc:
-            reason = "row: not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
-            self._reject("invalid", reason, line)
-            return Ticket(reply=failure("invalid", reason)), None
-        ticket = Ticket(self.waiter)
-        return ticket, Job(row, ticket)
+                return reply
+        self._reject("invalid", error, line)
+        return failure("invalid", error)
 
-    async def _enqueue(self, job: Job) -> None:
+    async def _enqueue(self, batch: Batch) -> None:
         try:
-            self.queue.send_nowait(job)
-            return
-        except anyio.WouldBlock:
-            pass
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            job.ticket.resolve(UNAVAILABLE_STOPPING)
-            return
-        try:
-            await self.queue.send(job)  # a full queue: backpressure on this reader
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            job.ticket.resolve(UNAVAILABLE_STOPPING)
-        except BaseException:  # cancelled (shutdown, idle): the row was not taken
-            job.ticket.resolve(UNAVAILABLE_STOPPING)
+            await self.queue_budget.acquire(batch.nbytes, batch.rows)  # full: backpressure
+        except BaseException:  # cancelled (shutdown, idle): the rows were not taken
+            batch.ticket.resolve_all(UNAVAILABLE_STOPPING)
             raise
+        self._put(batch)
 
-    @staticmethod
-    async def _send_ticket(replies: MemoryObjectSendStream[Ticket], ticket: Ticket) -> None:
+    def _put(self, batch: Batch) -> None:
         try:
-            replies.send_nowait(ticket)
-        except anyio.WouldBlock:
-            await replies.send(ticket)  # too many unanswered rows: wait for the client to read
+            self.queue.send_nowait(batch)  # unbounded in items: the budget was taken
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.queue_budget.release(batch.nbytes, batch.rows)
+            batch.ticket.resolve_all(UNAVAILABLE_STOPPING)
+
+    def _send_ticket(self, ticket: Ticket, replies: MemoryObjectSendStream[Ticket]) -> bool:
+        """Queue a ticket for the reply task; False when it is gone (the client left)."""
+        try:
+            replies.send_nowait(ticket)  # unbounded in items: `self.inflight` was taken
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._received.clear()
+            self.reading.cancel()
+            return False
+        return True
 
     def _control(self, line: bytes) -> bytes | None:
         """The reply to a control request, or None when the line is not one (then: a row)."""
@@ -201,15 +273,15 @@ class Connection:
     async def _write_replies(
         self, tickets: MemoryObjectReceiveStream[Ticket], connection: anyio.CancelScope
     ) -> None:
-        """Write answers in request order, many per socket write when they are ready."""
-        pending: list[bytes] = []
+        """Write answers in request order, many batches per socket write when they are ready."""
+        answered: list[Ticket] = []
         async with tickets:
             while True:
                 try:
                     ticket = tickets.receive_nowait()
                 except anyio.WouldBlock:
-                    if pending:
-                        if not await self._flush(pending, connection):
+                    if answered:
+                        if not await self._flush(answered, connection):
                             return
                         continue
                     try:
@@ -219,22 +291,23 @@ class Connection:
                 except anyio.EndOfStream:
                     break
                 if ticket.reply is None:
-                    if pending and not await self._flush(pending, connection):
+                    if answered and not await self._flush(answered, connection):
                         return
                     await self.waiter.wait_for(ticket)
-                assert ticket.reply is not None
-                pending.append(ticket.reply)
-                if len(pending) >= _MAX_REPLIES_PER_WRITE:
-                    if not await self._flush(pending, connection):
+                answered.append(ticket)
+                if len(answered) >= _MAX_BATCHES_PER_WRITE:
+                    if not await self._flush(answered, connection):
                         return
-        if pending:
-            await self._flush(pending, connection)
+        if answered:
+            await self._flush(answered, connection)
 
-    async def _flush(self, pending: list[bytes], connection: anyio.CancelScope) -> bool:
-        """Send the gathered replies; False (and the connection cancelled) if the client is gone
-        or has not read anything for the idle timeout."""
-        data = b"".join(pending)
-        pending.clear()
+    async def _flush(self, answered: list[Ticket], connection: anyio.CancelScope) -> bool:
+        """Send the answered batches' replies; False (and the connection cancelled) if the
+        client is gone or has not read anything for the idle timeout."""
+        data = b"".join([ticket.reply for ticket in answered if ticket.reply is not None])
+        nbytes = sum(ticket.nbytes for ticket in answered)
+        rows = sum(ticket.rows for ticket in answered)
+        answered.clear()
         with anyio.move_on_after(self.config.idle_timeout) as timeout:
             try:
                 await self.stream.send(data)
@@ -248,4 +321,5 @@ class Connection:
             )
             connection.cancel()
             return False
+        self.inflight.release(nbytes, rows)  # read (or in the kernel's hands): room for more
         return True

@@ -1,12 +1,15 @@
-"""Reply lines of the wire protocol, and the ticket that carries one row's reply back.
+"""Reply lines of the wire protocol, and the ticket that carries a batch's replies back.
 
-A connection puts one `Ticket` per request line in its reply queue, in order; the writer (or
-the connection itself, for immediate answers) fills it in and wakes the connection. One wake-up
-per connection per batch, not one event per row, keeps pipelined throughput high.
+A connection puts one `Ticket` per batch of request lines (the complete lines of one receive)
+in its reply queue, in order; the ticket knows each line's reply or, for a row queued for the
+writer, its shard month. The writer fills in each month's outcome and wakes the connection,
+which writes the whole batch's replies in one go: one wake-up and one socket write per batch,
+not per row, and every reply in its request's place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 import anyio
@@ -44,16 +47,57 @@ class ReplyWaiter:
 
 
 class Ticket:
-    """One request line's place in its connection's reply order."""
+    """One batch's place in its connection's reply order; `reply` is all its replies at once.
 
-    __slots__ = ("reply", "_waiter")
+    `parts` lists, in request order, a reply already known (bytes) or the shard month of a row
+    waiting for the writer (str); None when every line is a waiting row of `month` (the usual
+    case, answered as one reply repeated). `nbytes` is what its replies will weigh, counting
+    `OK` for each waiting row (a storage error is longer, by its path: bounded too).
+    """
 
-    def __init__(self, waiter: ReplyWaiter | None = None, reply: bytes | None = None) -> None:
+    __slots__ = ("reply", "rows", "nbytes", "_parts", "_month", "_waiter")
+
+    def __init__(
+        self,
+        rows: int,
+        *,
+        reply: bytes | None = None,
+        parts: list[bytes | str] | None = None,
+        month: str = "",
+        waiter: ReplyWaiter | None = None,
+    ) -> None:
+        self.rows = rows
         self.reply = reply
+        if reply is not None:
+            self.nbytes = len(reply)
+        elif parts is None:
+            self.nbytes = len(OK) * rows
+        else:
+            self.nbytes = sum(len(p) if isinstance(p, bytes) else len(OK) for p in parts)
+        self._parts = parts
+        self._month = month
         self._waiter = waiter
 
-    def resolve(self, reply: bytes) -> None:
-        if self.reply is None:
-            self.reply = reply
-            if self._waiter is not None:
-                self._waiter.wake()
+    def resolve(self, outcomes: Mapping[str, bytes]) -> None:
+        """Each waiting row gets its month's outcome (written, or why not)."""
+        if self.reply is not None:
+            return
+        if self._parts is None:
+            self._answer(outcomes[self._month] * self.rows)
+        else:
+            self._answer(b"".join(p if isinstance(p, bytes) else outcomes[p] for p in self._parts))
+
+    def resolve_all(self, reply: bytes) -> None:
+        """Every waiting row gets `reply` (e.g. not taken because the daemon stops)."""
+        if self.reply is not None:
+            return
+        if self._parts is None:
+            self._answer(reply * self.rows)
+        else:
+            self._answer(b"".join(p if isinstance(p, bytes) else reply for p in self._parts))
+
+    def _answer(self, reply: bytes) -> None:
+        self.reply = reply
+        self._parts = None
+        if self._waiter is not None:
+            self._waiter.wake()

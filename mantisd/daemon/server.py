@@ -2,11 +2,32 @@
 
 Shutdown order (SIGTERM/SIGINT): stop accepting, stop reading requests, answer what was
 received, let the writer drain the queue to disk (bounded by `drain_timeout`), exit.
+
+Memory is bounded in bytes (design.md, "Trust"). Rows wait for the writer as their stored
+lines only: the decoded objects (up to ~25x a line's size, for rows of empty objects) live
+only while one batch is validated, and the event loop validates one batch at a time. The worst
+case, with the defaults in brackets, every connection sending 64 KiB lines, never reading its
+replies, and the writer stalled:
+
+- the queue: `queue_max_bytes` of lines [64 MiB] (and at most `queue_size` rows);
+- the writer: one commit taken out of the queue, at most `batch_max_bytes` [8 MiB] plus one
+  batch, and its joined copy for the `write()`: ~17 MiB;
+- each connection: the batch waiting for room in the queue (a receive, `RECEIVE_BYTES` =
+  256 KiB, with a partial line before it, `max_line_bytes` [64 KiB]), the partial line after
+  it, and replies its client has not read (`MAX_REPLY_BYTES` = 64 KiB, besides
+  `max_inflight_per_connection` [1024] rows): ~0.45 MiB, times `max_connections` [256]:
+  ~112 MiB;
+- the one batch being validated: its lines three times over (received, split, encoded) and
+  its decoded objects: ~9 MiB; the rejected log's pending entries: 1 MiB.
+
+So ~205 MiB over the interpreter's own ~30 MB; a pod with a smaller budget lowers
+`--queue-max-bytes` or `--max-connections`. The kernel's socket buffers are not counted.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -16,6 +37,7 @@ import anyio
 from anyio.abc import SocketListener, SocketStream, TaskGroup, TaskStatus
 
 from mantisd.daemon import fs, listen, peer
+from mantisd.daemon.budget import Budget
 from mantisd.daemon.config import Config
 from mantisd.daemon.connection import UNAVAILABLE_STOPPING, Connection
 from mantisd.daemon.logs import announce
@@ -23,7 +45,7 @@ from mantisd.daemon.notify import Notifier, watchdog_interval
 from mantisd.daemon.rejected import RejectedLog
 from mantisd.daemon.replies import failure
 from mantisd.daemon.status import Counters
-from mantisd.daemon.writer import Job, Writer
+from mantisd.daemon.writer import Batch, Writer
 from mantisd.paths import runs_log_dir
 from mantisd.store import ensure_dir
 
@@ -41,7 +63,16 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.counters = Counters(latency_window=config.latency_window)
-        self.writer = Writer(config.data_dir, self.counters, batch_max_rows=config.batch_max_rows)
+        #: what the writer's queue holds: its stream is unbounded in items, this bounds it
+        self.queue_budget = Budget(max_bytes=config.queue_max_bytes, max_rows=config.queue_size)
+        self.writer = Writer(
+            config.data_dir,
+            self.counters,
+            self.queue_budget,
+            batch_max_rows=config.batch_max_rows,
+            batch_max_bytes=config.batch_max_bytes,
+            lock_timeout=config.lock_timeout,
+        )
         self.rejected = RejectedLog(config.data_dir, config.rejected_max_bytes)
         self.notifier = Notifier()
         self.stopping = False
@@ -49,18 +80,23 @@ class Server:
         self._all_closed = anyio.Event()
         self._connections: set[Connection] = set()
         self._drain: anyio.CancelScope | None = None
-        self._queue_send, self._queue_receive = anyio.create_memory_object_stream[Job](
-            config.queue_size
-        )
+        self._queue_send, self._queue_receive = anyio.create_memory_object_stream[Batch](math.inf)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def status(self) -> dict[str, Any]:
+        blocked_since = self.writer.blocked_since
         return self.counters.snapshot(
-            queue_depth=self._queue_receive.statistics().current_buffer_used,
+            queue_depth=self.queue_budget.rows,
             writer_busy=self.writer.busy_since is not None,
-        ) | {"rejected_dropped": self.rejected.dropped}
+        ) | {
+            "queue_bytes": self.queue_budget.bytes,
+            "writer_blocked_s": 0.0
+            if blocked_since is None
+            else round(time.monotonic() - blocked_since, 1),
+            "rejected_dropped": self.rejected.dropped,
+        }
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._check_data_dir()
@@ -160,6 +196,7 @@ class Server:
             stream,
             self.config,
             self._queue_send.clone(),
+            self.queue_budget,
             self.counters,
             self.rejected,
             self.status,
@@ -188,7 +225,12 @@ class Server:
             await stream.aclose()
 
     async def _watchdog(self) -> None:
-        """Ping systemd only while the writer makes progress or waits with nothing to do."""
+        """Ping systemd only while the writer makes progress or waits with nothing to do.
+
+        A commit running longer than the watchdog period withholds the pings, a wait for
+        another process's shard lock included: that wait is bounded by `lock_timeout` (below
+        the unit's `WatchdogSec`), after which the rows are answered and pings resume, so only
+        a write or fsync hung in the kernel gets the daemon restarted (see `writer.py`)."""
         interval = watchdog_interval()
         if interval is None or not self.notifier.enabled:
             return
@@ -211,9 +253,11 @@ class Server:
         while True:
             await anyio.sleep(_STATUS_PERIOD)
             s = self.status()
+            blocked = s["writer_blocked_s"]
             self.notifier.status(
                 f"{s['rows_written']} rows written, {s['connections']} connections, "
                 f"{s['storage_errors']} storage errors"
+                + (f", writer waiting {blocked:.0f}s for a shard's lock" if blocked else "")
             )
 
     def _check_data_dir(self) -> None:

@@ -8,6 +8,8 @@ import statistics
 import time
 from typing import Any
 
+from mantisd.safe_fs import moved_aside_count
+
 
 def _percentile(samples: list[float], q: int) -> float | None:
     if not samples:
@@ -28,6 +30,8 @@ class Counters:
     batches: int = 0
     batched_rows: int = 0
     storage_errors: int = 0
+    #: shard groups whose commit had to wait for a lock held by another process
+    lock_waits: int = 0
     connections: int = 0
     connections_total: int = 0
     connections_refused: int = 0
@@ -59,4 +63,8 @@ class Counters:
             "fsync_p99_ms": None if p99 is None else round(p99 * 1000, 3),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "storage_errors": self.storage_errors,
+            "lock_waits": self.lock_waits,
+            # Links, FIFOs, directories... found where a shard or the rejected log belongs
+            # and moved aside (counted by the store, process-wide: one daemon per process).
+            "unsafe_moved_aside": moved_aside_count(),
         }

@@ -1,12 +1,28 @@
-"""The one writer task: group commit of queued rows, one `write()` + `fsync` per month shard.
+"""The one writer task: group commit of queued batches, one `write()` + `fsync` per month shard.
 
 Rows are acknowledged only after `mantisd.store.append` returned for their shard group; a
-`StoreError` answers exactly that group's rows with a storage error, and the next batch tries
+`StoreError` answers exactly that group's rows with a storage error, and the next commit tries
 again (the store rolled the failed bytes back and never trusts a retried fsync).
+
+A shard's `flock` held by another process (an operator's `flock SHARD mv ...`, a client
+stopped in the middle of its direct write) is waited for in slices of `LOCK_SLICE` seconds,
+so that the wait is seen: status `writer_blocked_s` and `lock_waits`, a WARNING once the first
+slice is over, an INFO when the lock is got. The wait is bounded by `lock_timeout`: past it
+that group's rows are answered with a storage error naming the lock (the clients write them
+directly, which waits for the same lock), and the next commit tries again; nothing is ever
+acknowledged that is not on disk. Meanwhile rows queue up to the queue's byte budget, then
+the readers wait (backpressure), so memory stays bounded however long the lock is held.
+
+The watchdog (`server.py`) counts a commit running longer than its period, a lock wait
+included, as stuck and withholds its pings. The default `lock_timeout` (30 s) is below the
+unit's `WatchdogSec` (60 s): a held lock makes the daemon answer errors, never restart (a
+restarted daemon could not take the lock either), while a write or fsync hung in the kernel
+still gets it restarted.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from pathlib import Path
@@ -15,38 +31,54 @@ from typing import NamedTuple
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from mantisd.daemon.budget import Budget
 from mantisd.daemon.replies import OK, Ticket, failure
 from mantisd.daemon.status import Counters
 from mantisd.paths import shard_path
-from mantisd.schema import ValidRow
 from mantisd.store import StoreError, append
 
 logger = logging.getLogger(__name__)
 
+#: Longest single wait for a shard's lock before the writer looks up (logs, counts) again.
+LOCK_SLICE = 1.0
 
-class Job(NamedTuple):
-    """A validated row waiting in the queue, and where its reply goes."""
 
-    row: ValidRow
-    ticket: Ticket
+class Batch:
+    """A queue item: one connection's accepted rows of one receive, and where replies go.
+
+    `payloads` maps each shard month to its rows' stored lines (`\n`-terminated, in request
+    order) and their count. Only bytes are held: the decoded rows were dropped after validation.
+    """
+
+    __slots__ = ("payloads", "rows", "nbytes", "ticket")
+
+    def __init__(self, payloads: dict[str, tuple[bytes, int]], ticket: Ticket) -> None:
+        self.payloads = payloads
+        self.ticket = ticket
+        self.rows = sum(count for _, count in payloads.values())
+        self.nbytes = sum(len(payload) for payload, _ in payloads.values())
 
 
 class Commit(NamedTuple):
-    """How one shard group's append went: its duration, and the error if it failed."""
+    """How one shard group's append went: its duration, the error if it failed, and whether
+    it failed only because another process held the shard's lock."""
 
     seconds: float
     error: str | None
+    locked: bool = False
 
 
-def write_groups(groups: list[tuple[Path, bytes]]) -> list[Commit]:
+def write_groups(groups: list[tuple[Path, list[bytes]]], lock_timeout: float) -> list[Commit]:
     """Append each shard's payload (in a worker thread); one failure does not stop the rest."""
     outcomes = []
-    for path, payload in groups:
+    for path, parts in groups:
         started = time.perf_counter()
         try:
-            append(path, payload)
+            payload = parts[0] if len(parts) == 1 else b"".join(parts)
+            append(path, payload, lock_timeout=lock_timeout)
         except StoreError as exc:
-            outcomes.append(Commit(time.perf_counter() - started, str(exc)))
+            locked = exc.errno == errno.ETIMEDOUT
+            outcomes.append(Commit(time.perf_counter() - started, str(exc), locked))
         except Exception as exc:  # a bug or an odd OS error must not kill the writer
             logger.exception("unexpected error appending to %s", path)
             outcomes.append(Commit(time.perf_counter() - started, f"{path}: {exc}"))
@@ -56,60 +88,139 @@ def write_groups(groups: list[tuple[Path, bytes]]) -> list[Commit]:
 
 
 class Writer:
-    """Drains the queue batch by batch until every producer has closed its side."""
+    """Drains the queue commit by commit until every producer has closed its side."""
 
-    def __init__(self, data_dir: Path, counters: Counters, *, batch_max_rows: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        counters: Counters,
+        budget: Budget,
+        *,
+        batch_max_rows: int,
+        batch_max_bytes: int,
+        lock_timeout: float,
+    ) -> None:
         self.data_dir = data_dir
         self.counters = counters
+        self.budget = budget
         self.batch_max_rows = batch_max_rows
-        #: monotonic time the current batch went to disk, None while waiting for rows
+        self.batch_max_bytes = batch_max_bytes
+        self.lock_timeout = lock_timeout
+        #: monotonic time the current commit went to disk, None while waiting for rows
         self.busy_since: float | None = None
+        #: monotonic time the current commit began to wait for another process's lock
+        self.blocked_since: float | None = None
         self.done = anyio.Event()
         self._failing: set[Path] = set()
 
-    async def run(self, queue: MemoryObjectReceiveStream[Job]) -> None:
+    async def run(self, queue: MemoryObjectReceiveStream[Batch]) -> None:
+        carried: Batch | None = None  # taken, but past the last commit's bounds
         try:
             async with queue:
                 while True:
-                    try:
-                        batch = [await queue.receive()]
-                    except anyio.EndOfStream:
-                        break
-                    while len(batch) < self.batch_max_rows:
+                    if carried is None:
                         try:
-                            batch.append(queue.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            carried = self._taken(await queue.receive())
+                        except anyio.EndOfStream:
                             break
-                    await self.commit(batch)
+                    commit, carried = self._gather(carried, queue)
+                    await self.commit(commit)
         finally:
             self.done.set()
 
-    async def commit(self, batch: list[Job]) -> None:
-        """Write one batch and answer each of its rows."""
-        by_month: dict[str, list[Job]] = {}
-        for job in batch:
-            by_month.setdefault(job.row.month, []).append(job)
-        groups = {shard_path(self.data_dir, month): jobs for month, jobs in by_month.items()}
-        payloads = [(path, b"".join(job.row.line for job in jobs)) for path, jobs in groups.items()]
+    def _gather(
+        self, first: Batch, queue: MemoryObjectReceiveStream[Batch]
+    ) -> tuple[list[Batch], Batch | None]:
+        """`first` and what is queued behind it, within the commit's bounds; and the batch
+        taken that did not fit (it opens the next commit)."""
+        commit, rows, nbytes = [first], first.rows, first.nbytes
+        while rows < self.batch_max_rows and nbytes < self.batch_max_bytes:
+            try:
+                batch = self._taken(queue.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            rows, nbytes = rows + batch.rows, nbytes + batch.nbytes
+            if rows > self.batch_max_rows or nbytes > self.batch_max_bytes:
+                return commit, batch
+            commit.append(batch)
+        return commit, None
+
+    def _taken(self, batch: Batch) -> Batch:
+        self.budget.release(batch.nbytes, batch.rows)  # out of the queue: room for readers
+        return batch
+
+    async def commit(self, batches: list[Batch]) -> None:
+        """Write the batches' rows, one append per month shard, and answer each batch."""
+        groups: dict[str, list[bytes]] = {}
+        counts: dict[str, int] = {}
+        for batch in batches:
+            for month, (payload, rows) in batch.payloads.items():
+                groups.setdefault(month, []).append(payload)
+                counts[month] = counts.get(month, 0) + rows
+        paths = [(shard_path(self.data_dir, month), parts) for month, parts in groups.items()]
         self.busy_since = time.monotonic()
         try:
-            outcomes = await anyio.to_thread.run_sync(write_groups, payloads)
+            outcomes = await self._write(paths, counts)
         finally:
-            self.busy_since = None
+            self.busy_since = self.blocked_since = None
         self.counters.batches += 1
-        self.counters.batched_rows += len(batch)
-        for (path, jobs), outcome in zip(groups.items(), outcomes, strict=True):
+        self.counters.batched_rows += sum(counts.values())
+        replies: dict[str, bytes] = {}
+        for (month, rows), (path, _), outcome in zip(counts.items(), paths, outcomes, strict=True):
             self.counters.commit_seconds.append(outcome.seconds)
             if outcome.error is None:
                 self._recovered(path)
-                self.counters.rows_written += len(jobs)
-                for job in jobs:
-                    job.ticket.resolve(OK)
+                self.counters.rows_written += rows
+                replies[month] = OK
             else:
-                self._failed(path, outcome.error, len(jobs))
-                reply = failure("storage", outcome.error)
-                for job in jobs:
-                    job.ticket.resolve(reply)
+                self._failed(path, outcome.error, rows)
+                replies[month] = failure("storage", outcome.error)
+        for batch in batches:
+            batch.ticket.resolve(replies)
+
+    async def _write(
+        self, groups: list[tuple[Path, list[bytes]]], counts: dict[str, int]
+    ) -> list[Commit]:
+        """Append the groups, waiting for a lock held elsewhere at most `lock_timeout`."""
+        started = time.monotonic()
+        outcomes: list[Commit | None] = [None] * len(groups)
+        rows = list(counts.values())
+        todo = list(range(len(groups)))
+        blocked: set[int] = set()
+        while todo:
+            left = self.lock_timeout - (time.monotonic() - started)
+            results = await anyio.to_thread.run_sync(
+                write_groups, [groups[i] for i in todo], max(0.0, min(LOCK_SLICE, left))
+            )
+            waiting = []
+            for i, result in zip(todo, results, strict=True):
+                path = groups[i][0]
+                waited = time.monotonic() - started
+                if result.locked and waited < self.lock_timeout:
+                    waiting.append(i)
+                    if i not in blocked:
+                        blocked.add(i)
+                        self.blocked_since = self.blocked_since or started
+                        self.counters.lock_waits += 1
+                        logger.warning(
+                            "%s is locked by another process: %d rows wait for it (up to %gs, "
+                            "then they are answered with a storage error)",
+                            path,
+                            rows[i],
+                            self.lock_timeout,
+                        )
+                    continue
+                if result.locked:
+                    reason = (
+                        f"{path}: another process held the shard's lock for "
+                        f"{self.lock_timeout:g}s; not written"
+                    )
+                    result = result._replace(error=reason)
+                elif i in blocked:
+                    logger.info("got the lock of %s after %.1fs", path, waited)
+                outcomes[i] = result
+            todo = waiting
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _failed(self, path: Path, error: str, rows: int) -> None:
         self.counters.storage_errors += 1

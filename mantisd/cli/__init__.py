@@ -1,4 +1,4 @@
-"""`mantis`: the operator's command line (`mantis runs stats|compare|trend`, `mantis dev ...`).
+"""`mantis`: the operator's command line (`mantis runs list|stats|compare|trend`, `mantis dev`).
 
 Only click is imported here; each command imports its machinery when it runs, so that
 `mantis --help` stays fast. Never imports anyio (design.md, layer 4).
@@ -10,7 +10,13 @@ import click
 
 from mantisd import __version__
 from mantisd.cli.compare import compare
+from mantisd.cli.db import db
 from mantisd.cli.dev import dev
+from mantisd.cli.list_runs import list_runs
+from mantisd.cli.reference import docs
+from mantisd.cli.report import report
+from mantisd.cli.ship import ship
+from mantisd.cli.slowest import slowest
 from mantisd.cli.stats import stats
 from mantisd.cli.trend import trend
 
@@ -27,10 +33,16 @@ def runs() -> None:
     between two windows, and trends over time."""
 
 
+runs.add_command(list_runs)
 runs.add_command(stats)
 runs.add_command(compare)
 runs.add_command(trend)
+runs.add_command(slowest)
+runs.add_command(report)
+runs.add_command(ship)
 mantis.add_command(dev)
+mantis.add_command(db)
+dev.add_command(docs)
 
 
 def main() -> None:

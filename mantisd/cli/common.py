@@ -6,25 +6,41 @@ query machinery is imported inside the helpers, when a command runs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mantisd.stats.durations import TimeBound, TimeBoundType, check_window
+from mantisd.text import printable
 
 if TYPE_CHECKING:
     from mantisd.reader import ScanReport
     from mantisd.stats.query import Selection, StatsQuery
+    from mantisd.stats.source import LogSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("succeeded", "failed", "")
 #: Progress goes to a terminal only, and only when there is more than this many shards to read.
 PROGRESS_MIN_SHARDS = 2
 TIME_HELP = "a duration ago (7d, 24h, 30m, 2w) or a date/time (2026-10-01, RFC 3339; no zone: UTC)"
+#: Exit status when the log exists but cannot be read (a shard or directory we may not open, an
+#: I/O error): not the "no runs" exit 1, so a script never mistakes a broken log for an empty one.
+EXIT_UNREADABLE = 4
+
+
+class UnreadableLog(click.ClickException):
+    """The run log (or the data dir) exists but cannot be read: exit status 4."""
+
+    exit_code = EXIT_UNREADABLE
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"cannot read the run log: {exc}")
 
 
 def status_option(f: F) -> F:
@@ -56,7 +72,8 @@ def json_option(f: F) -> F:
 def data_dir_option(f: F) -> F:
     return click.option(
         "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        # readable=False: an unreadable data dir is the log's exit status 4, not a usage error
+        type=click.Path(file_okay=False, readable=False, path_type=Path),
         default=None,
         help="Data directory (default: $MANTIS_DATA_DIR, else the platform's default).",
     )(f)
@@ -92,12 +109,26 @@ def resolve_window(
 
 def log_root(data_dir: Path | None) -> Path:
     """The data dir to read, checked: it must exist (else exit 1). Without `runs_log/` yet it
-    simply holds no runs (the usual "no runs" answer, with the JSON still printed)."""
-    from mantisd.paths import resolve_data_dir
+    simply holds no runs (the usual "no runs" answer, with the JSON still printed).
+
+    A `runs_log/` directory given as the data dir is a usage error that names its parent; a
+    data dir we may not look into is `UnreadableLog` (exit 4).
+    """
+    from mantisd.paths import RUNS_LOG, SHARD_RE, resolve_data_dir
 
     root = resolve_data_dir(data_dir)
-    if not root.is_dir():
-        raise click.ClickException(f"data dir {root} does not exist (see --data-dir)")
+    try:
+        if not root.is_dir():
+            raise click.ClickException(f"data dir {root} does not exist (see --data-dir)")
+        if not (root / RUNS_LOG).exists() and (
+            root.name == RUNS_LOG or any(SHARD_RE.match(name) for name in os.listdir(root))
+        ):
+            raise click.UsageError(
+                f"{root} is a {RUNS_LOG}/ directory (it holds the month shards); the data dir "
+                f"is its parent: --data-dir {root.parent}"
+            )
+    except OSError as exc:
+        raise UnreadableLog(exc) from None
     return root
 
 
@@ -124,30 +155,110 @@ def progress() -> tuple[Callable[[int, int, str], None] | None, Callable[[], Non
     return on_shard, done
 
 
-def select_with_progress(root: Path, query: StatsQuery) -> Selection:
-    """`select`, with progress on a terminal; an unreadable log is exit 1."""
-    from mantisd.stats.query import select
+def select_with_progress(
+    root: LogSource, query: StatsQuery, *, percentiles: bool = False
+) -> Selection:
+    """`select` of the source (a data dir: its files), with progress on a terminal; see
+    `readable` for failures. `percentiles`: the source may answer with percentiles only."""
+    from mantisd.stats.source import as_source
 
     on_shard, done = progress()
     try:
-        return select(root, query, on_shard=on_shard)
-    except OSError as exc:
-        raise click.ClickException(f"cannot read the run log: {exc}") from None
+        with readable():
+            return as_source(root).select(query, on_shard=on_shard, percentiles=percentiles)
     finally:
         done()
 
 
-def select_many_with_progress(root: Path, *queries: StatsQuery) -> list[Selection]:
+def select_many_with_progress(root: LogSource, *queries: StatsQuery) -> list[Selection]:
     """`select_many` (every window's shards in one pool), as `select_with_progress`."""
-    from mantisd.stats.query import select_many
+    from mantisd.stats.source import as_source
 
     on_shard, done = progress()
     try:
-        return select_many(root, queries, on_shard=on_shard)
-    except OSError as exc:
-        raise click.ClickException(f"cannot read the run log: {exc}") from None
+        with readable():
+            return as_source(root).select_many(queries, on_shard=on_shard)
     finally:
         done()
+
+
+class SourceUnreadable(click.ClickException):
+    """The database (or another source) cannot answer: exit status 4, as an unreadable log."""
+
+    exit_code = EXIT_UNREADABLE
+
+
+@contextlib.contextmanager
+def readable() -> Iterator[None]:
+    """A source's failures as the CLI's: an unreadable log or database exits 4
+    (`UnreadableLog`, `SourceUnreadable`), a query the source cannot answer is a usage error."""
+    from mantisd.stats.source import SourceError, UnsupportedQuery
+
+    try:
+        yield
+    except OSError as exc:
+        raise UnreadableLog(exc) from None
+    except UnsupportedQuery as exc:
+        raise click.UsageError(str(exc)) from None
+    except SourceError as exc:
+        raise SourceUnreadable(str(exc)) from None
+
+
+def db_options(f: F) -> F:
+    """`--db URL` and `--source ID|LABEL`: answer from the fleet's PostgreSQL."""
+    f = click.option(
+        "--source",
+        "sources",
+        multiple=True,
+        metavar="ID|LABEL",
+        help="With --db: only the runs shipped from this source (a source_id or a label; "
+        "repeatable).",
+    )(f)
+    return click.option(
+        "--db",
+        metavar="URL",
+        help="Answer from PostgreSQL (runs shipped by mantis runs ship, every pod) instead of "
+        "a data dir: a libpq URL (postgresql://user@host/db). Last N: newest by finished_at.",
+    )(f)
+
+
+def open_source(data_dir: Path | None, db: str | None, sources: Sequence[str]) -> LogSource:
+    """The data dir (`log_root`), or with `--db` the PostgreSQL source (closed when the
+    command ends). psycopg is imported only here, only for `--db`."""
+    if db is None:
+        if sources:
+            raise click.UsageError("--source selects pods in a database: it needs --db")
+        return log_root(data_dir)
+    if data_dir is not None:
+        raise click.UsageError("--data-dir and --db name two places to read: give one")
+    from mantisd.fleet.database import FleetError, name_of, require_driver
+
+    try:
+        require_driver()
+    except FleetError as exc:
+        raise click.ClickException(str(exc)) from None
+    import psycopg
+
+    from mantisd.fleet.database import first_line
+    from mantisd.stats.source_postgres import PostgresSource, UnknownSource
+
+    try:
+        source = PostgresSource(db, sources)
+    except UnknownSource as exc:
+        raise click.BadParameter(str(exc), param_hint="'--source'") from None
+    except FleetError as exc:
+        raise click.ClickException(str(exc)) from None
+    except psycopg.Error as exc:
+        raise SourceUnreadable(f"cannot query {name_of(db)}: {first_line(exc)}") from None
+    click.get_current_context().call_on_close(source.close)
+    return source
+
+
+def runs_location(root: LogSource) -> str:
+    """Where the runs are, for "no runs" messages: the `runs_log/` directory, a database."""
+    from mantisd.stats.source import where
+
+    return where(root)
 
 
 def warn_skipped(report: ScanReport) -> None:
@@ -185,10 +296,32 @@ def note_partial_buckets(selection: Selection, buckets: Sequence[str], *, where:
         if 0 < selection.count(b) < selection.run_count
     ]
     if partial:
-        click.echo(f"note: reported by fewer runs{where}: {', '.join(partial)}", err=True)
+        shown = printable(", ".join(partial))
+        click.echo(f"note: reported by fewer runs{where}: {shown}", err=True)
 
 
 def runs_of(workflow_id: str, status: str | None, count: int = 2) -> str:
     """`succeeded runs of X` / `run of X`: the phrase of headers and messages."""
     noun = "run" if count == 1 else "runs"
-    return f"{status + ' ' if status else ''}{noun} of {workflow_id}"
+    return f"{status + ' ' if status else ''}{noun} of {printable(workflow_id)}"
+
+
+def unknown_workflow(root: LogSource, workflow_id: str) -> str:
+    """For the "no runs" message: `; the log has no workflow X: did you mean A or B?` when no
+    run of `workflow_id` is in the log but others are, else "". Reads the whole log, so only
+    on that failure path."""
+    from mantisd.reader import ScanReport
+    from mantisd.stats.source import as_source
+    from mantisd.stats.workflows import nearest
+
+    with readable():
+        known = [s.workflow_id for s in as_source(root).workflows(ScanReport())]
+    if not known or workflow_id in known:
+        return ""
+    close = nearest(workflow_id, known)
+    shown = printable(workflow_id)
+    if not close:
+        return f"; the log has no workflow {shown} (`mantis runs list` shows its workflows)"
+    close = [printable(c) for c in close]
+    choices = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f"; the log has no workflow {shown}: did you mean {choices}?"

@@ -12,24 +12,20 @@ from pathlib import Path
 
 import click
 
+from mantisd.cli.analysis import breakdown_option, by_option, format_option, output_format
 from mantisd.cli.common import (
     buckets_option,
-    buckets_to_show,
     data_dir_option,
+    db_options,
     json_option,
-    log_root,
-    note_partial_buckets,
-    runs_of,
-    select_many_with_progress,
+    open_source,
     status_option,
     time_option,
-    warn_skipped,
 )
+from mantisd.cli.comparing import EXIT_REGRESSED, Judging, run_comparison
 from mantisd.stats.durations import TimeBound, check_window, format_instant
 from mantisd.stats.effect import RelativeEffect
 
-#: Exit status when `--fail-on-regression` is given and a bucket regressed.
-EXIT_REGRESSED = 3
 #: `--last` when not given: every run of the window.
 NO_CAP = sys.maxsize
 
@@ -71,12 +67,25 @@ NO_CAP = sys.maxsize
     help="Smallest p50 change called a regression or improvement (5% or 0.05).",
 )
 @click.option(
+    "--correction",
+    type=click.Choice(["holm", "none"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-test correction across the buckets (and groups) of the comparison: "
+    "Holm-Bonferroni keeps the chance of any false verdict under alpha; none tests each "
+    "bucket alone.",
+)
+@click.option(
     "--fail-on-regression",
     is_flag=True,
     help=f"Exit with status {EXIT_REGRESSED} when any bucket regressed (to gate a deploy).",
 )
+@by_option
+@breakdown_option
 @json_option
+@format_option
 @data_dir_option
+@db_options
 def compare(
     workflow_id: str,
     since: TimeBound,
@@ -88,29 +97,28 @@ def compare(
     status: str,
     alpha: float,
     min_effect: float,
+    correction: str,
     fail_on_regression: bool,
+    by: tuple[str, ...],
+    breakdown: str,
     as_json: bool,
+    output: str,
     data_dir: Path | None,
+    db: str | None,
+    sources: tuple[str, ...],
 ) -> None:
     """Per bucket: p50/p95 of a baseline window against the current window, and whether the
     difference is a regression.
 
     A bucket "regressed" (or "improved") only when the two-sided Mann-Whitney U test gives
-    p < alpha and its p50 grew (or shrank) by more than the minimum effect; otherwise "~".
-    Defaults: the last 30 days against the 30 days before. Each window is
-    since <= finished_at < until. Regressions come first, worst first; total_time_s last.
+    p < alpha (Holm-adjusted across the buckets by default) and its p50 grew (or shrank) by
+    more than the minimum effect; otherwise "~". Defaults: the last 30 days against the 30
+    days before. Each window is since <= finished_at < until. Regressions come first, worst
+    first; total_time_s last.
     """
-    from mantisd.stats.comparison import REGRESSED, compare_buckets
-    from mantisd.stats.fanout import default_workers
     from mantisd.stats.query import StatsQuery
-    from mantisd.stats.render_compare import (
-        Window,
-        change,
-        render_comparison,
-        render_comparison_json,
-        render_header,
-    )
 
+    output = output_format(as_json, output)
     now = dt.datetime.now(dt.UTC)
     current = _current_window(since, until, now)
     baseline = _baseline_window(baseline_since, baseline_until, current, now)
@@ -119,63 +127,24 @@ def compare(
             f"the windows overlap: baseline {_span(baseline)}, current {_span(current)}; a run "
             "must not be in both samples"
         )
-    root = log_root(data_dir)
+    root = open_source(data_dir, db, sources)
     # Without --until the current window stays open at the top: rows from pods whose clocks
     # run ahead (the store takes up to a day) are current runs too.
     current_until = current[1] if until else None
-    queries = [
-        StatsQuery(workflow_id, last=last or NO_CAP, status=status or None, since=low, until=high)
-        for low, high in ((baseline[0], baseline[1]), (current[0], current_until))
-    ]
-    before, after = select_many_with_progress(root, *queries)
-    for selection in (before, after):
-        warn_skipped(selection.report)
-
-    base_window = Window(*baseline, before.run_count)
-    cur_window = Window(*current, after.run_count)
-    empty = [name for name, s in (("baseline", before), ("current", after)) if not s.run_count]
-    rows = []
-    if not empty:
-        shown = buckets_to_show(buckets, before.sorted_runs.keys() | after.sorted_runs.keys())
-        rows = compare_buckets(
-            before.sorted_runs,
-            after.sorted_runs,
-            shown,
-            alpha=alpha,
-            min_effect=min_effect,
-            workers=default_workers(),
-        )
-    if as_json:
-        document = render_comparison_json(
+    before, after = (
+        StatsQuery(
             workflow_id,
-            status or None,
-            base_window,
-            cur_window,
-            alpha=alpha,
-            min_effect=min_effect,
-            rows=rows,
+            last=last or NO_CAP,
+            status=status or None,
+            since=low,
+            until=high,
+            by=by,
+            breakdown=breakdown,
         )
-        click.echo(document, nl=False)
-    runs = runs_of(workflow_id, status or None)
-    if empty:
-        where = " and ".join(
-            f"the {name} window ({_span(window)})"
-            for name, window in (("baseline", baseline), ("current", current))
-            if name in empty
-        )
-        raise click.ClickException(f"no {runs} in {where}: nothing to compare")
-    shown_buckets = [row.bucket for row in rows]
-    note_partial_buckets(before, shown_buckets, where=" in the baseline")
-    note_partial_buckets(after, shown_buckets, where=" in the current window")
-    if not as_json:
-        title = runs[0].upper() + runs[1:]
-        click.echo(render_header(title, base_window, cur_window, alpha, min_effect))
-        click.echo(render_comparison(rows), nl=False)
-    regressed = [row for row in rows if row.verdict == REGRESSED]
-    if fail_on_regression and regressed:
-        names = ", ".join(f"{row.bucket} ({change(row.p50_change)})" for row in regressed)
-        click.echo(f"regressed: {names}", err=True)
-        click.get_current_context().exit(EXIT_REGRESSED)
+        for low, high in ((baseline[0], baseline[1]), (current[0], current_until))
+    )
+    judging = Judging(buckets, alpha, min_effect, correction, output, fail_on_regression)
+    run_comparison(root, (before, after), (baseline, current), judging)
 
 
 Span = tuple[dt.datetime, dt.datetime]

@@ -10,18 +10,22 @@ from pathlib import Path
 
 import click
 
+from mantisd.cli.analysis import breakdown_option, by_option, format_option, output_format
 from mantisd.cli.common import (
     buckets_option,
     buckets_to_show,
     data_dir_option,
+    db_options,
     json_option,
-    log_root,
     note_partial_buckets,
+    open_source,
     resolve_window,
+    runs_location,
     runs_of,
     select_with_progress,
     status_option,
     time_option,
+    unknown_workflow,
     warn_skipped,
 )
 from mantisd.stats.durations import TimeBound, window_phrase
@@ -40,8 +44,15 @@ from mantisd.stats.durations import TimeBound, window_phrase
 @time_option("--since", "Window start, inclusive")
 @time_option("--until", "Window end, exclusive")
 @status_option
+@by_option
+@click.option(
+    "--exemplars", is_flag=True, help="Also name, per bucket, the run nearest its p95 and p99."
+)
+@breakdown_option
 @json_option
+@format_option
 @data_dir_option
+@db_options
 def stats(
     workflow_id: str,
     last: int,
@@ -49,8 +60,14 @@ def stats(
     since: TimeBound | None,
     until: TimeBound | None,
     status: str,
+    by: tuple[str, ...],
+    exemplars: bool,
+    breakdown: str,
     as_json: bool,
+    output: str,
     data_dir: Path | None,
+    db: str | None,
+    sources: tuple[str, ...],
 ) -> None:
     """p50/p95/p99 per wall-time bucket across the last runs of WORKFLOW_ID.
 
@@ -60,26 +77,44 @@ def stats(
     """
     import datetime as dt
 
-    from mantisd.paths import runs_log_dir
     from mantisd.stats.query import StatsQuery
     from mantisd.stats.render import render_json, render_table
     from mantisd.stats.summary import bucket_stats
 
+    output = output_format(as_json, output)
     low, high = resolve_window(since, until, dt.datetime.now(dt.UTC))
-    root = log_root(data_dir)
-    query = StatsQuery(workflow_id, last=last, status=status or None, since=low, until=high)
-    selection = select_with_progress(root, query)
+    root = open_source(data_dir, db, sources)
+    query = StatsQuery(
+        workflow_id,
+        last=last,
+        status=status or None,
+        since=low,
+        until=high,
+        by=by,
+        breakdown=breakdown,
+    )
+    if by or exemplars or breakdown != "wall_time" or output == "csv":
+        from mantisd.cli.stats_analysis import stats_analysis
+
+        window = window_phrase(since, until)
+        stats_analysis(
+            root, query, buckets=buckets, exemplars=exemplars, output=output, window=window
+        )
+        return
+    as_json = output == "json"
+    selection = select_with_progress(root, query, percentiles=True)
 
     warn_skipped(selection.report)
-    reported = selection.sorted_runs.keys()
+    reported = selection.reported()
     shown = buckets_to_show(buckets, reported) if selection.run_count else list(buckets)
-    table = bucket_stats(selection.sorted_runs, shown)
+    table = bucket_stats(selection.sorted_runs, shown, computed=selection.percentiles)
     if as_json:
         click.echo(render_json(workflow_id, selection.run_count, table), nl=False)
     window = window_phrase(since, until)
     if not selection.run_count:
         raise click.ClickException(
-            f"no {runs_of(workflow_id, query.status)}{window} in {runs_log_dir(root)}"
+            f"no {runs_of(workflow_id, query.status)}{window} in {runs_location(root)}"
+            + unknown_workflow(root, workflow_id)
         )
     note_partial_buckets(selection, [s.bucket for s in table])
     if not as_json:

@@ -29,10 +29,12 @@ from typing import Any
 
 import msgspec
 
-from mantisd.paths import list_shards
+from mantisd.paths import list_months
 from mantisd.reader import CheckedRow, Scanner, ScanReport, json_needle
 from mantisd.schema import BUCKETS, TOTAL, Seconds
+from mantisd.stats.costs import BREAKDOWNS, COST, numeric_costs
 from mantisd.stats.fanout import default_workers, fan_out
+from mantisd.stats.grouping import check_by, extra_fields, with_extras
 
 MaybeSeconds = Seconds | msgspec.UnsetType
 
@@ -71,7 +73,10 @@ class _AnyRun(CheckedRow, gc=False):
 class StatsQuery:
     """What to aggregate: `status` None means every terminal status.
 
-    The window is `since <= finished_at < until` (either edge may be open).
+    The window is `since <= finished_at < until` (either edge may be open). `by`: the fields
+    runs are grouped by (`mantisd.stats.grouping`), `last` then counts in each group (answered
+    by `select_groups`). `breakdown`: the wall-time buckets and `total_time_s`, or the numeric
+    entries of `cost_breakdown` (`mantisd.stats.costs`).
     """
 
     workflow_id: str
@@ -79,10 +84,15 @@ class StatsQuery:
     status: str | None = "succeeded"
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    by: tuple[str, ...] = ()
+    breakdown: str = "wall_time"
 
     def __post_init__(self) -> None:
         if self.last < 1:
             raise ValueError("last must be >= 1")
+        if self.breakdown not in BREAKDOWNS:
+            raise ValueError(f"breakdown must be one of {', '.join(BREAKDOWNS)}")
+        check_by(self.by)
 
 
 @dataclass
@@ -98,10 +108,23 @@ class Selection:
     run_count: int = 0
     sorted_runs: dict[str, list[array[float]]] = field(default_factory=dict)
     report: ScanReport = field(default_factory=ScanReport)
+    #: `--breakdown cost`: the selected runs' non-numeric `cost_breakdown` entries.
+    ignored: int = 0
+    #: p50/p95/p99 per bucket, when a source's engine computed them instead of returning the
+    #: values (`RunSource.select(..., percentiles=True)`, mantisd.stats.source); `counts`
+    #: then says how many runs reported each bucket.
+    percentiles: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, bucket: str) -> int:
         """How many selected runs reported `bucket`."""
+        if bucket in self.counts:
+            return self.counts[bucket]
         return sum(map(len, self.sorted_runs.get(bucket, ())))
+
+    def reported(self) -> set[str]:
+        """The buckets some selected run reported."""
+        return set(self.sorted_runs) | set(self.counts)
 
     def values(self, bucket: str) -> list[float]:
         """Every value of `bucket`, sorted (for tests and small selections)."""
@@ -114,6 +137,8 @@ class ShardPart:
 
     `keys` are the runs' `hash(run_id)`, so that runs seen in a newer shard can be dropped;
     `sorted_columns` are the columns without NaN, sorted, for when the whole part is taken.
+    A cost part has no `total` (components do not add up) and counts each run's non-numeric
+    entries in `ignored`.
     """
 
     keys: array[int] = field(default_factory=lambda: array("q"))
@@ -122,9 +147,10 @@ class ShardPart:
     partial: set[str] = field(default_factory=set)
     sorted_columns: dict[str, array[float]] = field(default_factory=dict)
     report: ScanReport = field(default_factory=ScanReport)
+    ignored: array[int] = field(default_factory=lambda: array("q"))
 
     def named_columns(self) -> dict[str, array[float]]:
-        return {**self.columns, TOTAL: self.total}
+        return {**self.columns, TOTAL: self.total} if self.total else dict(self.columns)
 
     def sort_columns(self) -> None:
         for name, column in self.named_columns().items():
@@ -139,6 +165,7 @@ def _sorted(values: Iterable[float], has_nan: bool) -> array[float]:
 
 _breakdown = attrgetter("wall_time_breakdown")
 _total = attrgetter("total_time_s")
+_cost = attrgetter("cost_breakdown")
 _run_id = attrgetter("run_id")
 _first = itemgetter(0)
 _bucket_getters = [(name, attrgetter(name)) for name in BUCKETS]
@@ -176,6 +203,7 @@ def select(
     read shards in parallel, merged back in the log's order. (Forked children share the
     parent's `str` hash secret, so their `hash(run_id)` keys agree.)
     """
+    _ungrouped(query)
     months = shard_months(data_dir, query)
     selection = Selection()
     seen: set[int] = set()
@@ -204,6 +232,8 @@ def select_many(
     while the smaller window is read. Queries with a small `last` go through `select`, which
     stops as soon as it has enough runs.
     """
+    for query in queries:
+        _ungrouped(query)
     if any(q.last < EAGER_FAN_OUT for q in queries):
         return [select(data_dir, q, on_shard=on_shard, workers=workers) for q in queries]
     jobs = [(i, month) for i, q in enumerate(queries) for month in shard_months(data_dir, q)]
@@ -240,6 +270,7 @@ def select_periods(
     """
     if len(edges) < 2 or list(edges) != sorted(edges):
         raise ValueError("edges must be at least two instants in increasing order")
+    _ungrouped(query)
     window = dataclasses.replace(
         query,
         last=sys.maxsize,
@@ -256,9 +287,7 @@ def select_periods(
         for index, (month, (shard_report, parts)) in enumerate(zip(months, results, strict=True)):
             if on_shard:
                 on_shard(index, len(months), month)
-            report.bad_lines += shard_report.bad_lines
-            report.duplicates += shard_report.duplicates
-            report.shards_read += shard_report.shards_read
+            report.add(shard_report)
             for selection, part in zip(selections, parts, strict=True):
                 _merge(selection, part, seen, window.last)
     report.duplicates += sum(s.report.duplicates for s in selections)
@@ -277,11 +306,7 @@ def read_shard_periods(
             rows = _matching(rows, query)
             periods = [bisect_right(edges, row.finished_at) - 1 for row in rows]
             for period, group in itertools.groupby(zip(periods, rows, strict=True), _first):
-                chunk = [row for _, row in group]
-                part = parts[period]
-                part.keys.extend(map(hash, map(_run_id, chunk)))
-                part.total.extend(map(_total, chunk))
-                _gather(chunk, part)
+                collect([row for _, row in group], parts[period], query.breakdown)
     finally:
         blocks.close()
     for part in parts:
@@ -303,7 +328,7 @@ def shard_months(data_dir: Path, query: StatsQuery) -> list[str]:
         newest = _month_of(query.until - _TICK)
     return [
         month
-        for month, _ in list_shards(data_dir)
+        for month in list_months(data_dir)
         if (oldest is None or month >= oldest) and (newest is None or month <= newest)
     ]
 
@@ -342,10 +367,7 @@ def read_shard(data_dir: Path, month: str, *, query: StatsQuery, cap: int) -> Sh
     blocks = _scan_shard(data_dir, month, query, part.report)
     try:
         for rows in blocks:
-            rows = _matching(rows, query)[: cap - len(part.keys)]
-            part.keys.extend(map(hash, map(_run_id, rows)))
-            part.total.extend(map(_total, rows))
-            _gather(rows, part)
+            collect(_matching(rows, query)[: cap - len(part.keys)], part, query.breakdown)
             if len(part.keys) >= cap:
                 break
     finally:
@@ -357,8 +379,9 @@ def read_shard(data_dir: Path, month: str, *, query: StatsQuery, cap: int) -> Sh
 def _scan_shard(
     data_dir: Path, month: str, query: StatsQuery, report: ScanReport
 ) -> Generator[list[Any]]:
-    """One shard's candidate rows in blocks, newest first."""
-    return Scanner(_Run, fallback=_AnyRun).scan_blocks(
+    """One shard's candidate rows in blocks, newest first (with the extra keys `by` names)."""
+    extras = extra_fields(query.by)
+    return Scanner(with_extras(_Run, extras), fallback=with_extras(_AnyRun, extras)).scan_blocks(
         data_dir,
         report,
         prefilter=json_needle(query.workflow_id),
@@ -370,9 +393,7 @@ def _scan_shard(
 
 def _merge(selection: Selection, part: ShardPart, seen: set[int], last: int) -> None:
     """Append an older shard's runs after the newer ones, up to `last` runs in all."""
-    selection.report.bad_lines += part.report.bad_lines
-    selection.report.duplicates += part.report.duplicates
-    selection.report.shards_read += part.report.shards_read
+    selection.report.add(part.report)
     keys = part.keys
     fresh = set(keys)
     if len(fresh) == len(keys) and fresh.isdisjoint(seen):
@@ -395,6 +416,9 @@ def _merge(selection: Selection, part: ShardPart, seen: set[int], last: int) -> 
     if not taken:
         return
     selection.run_count += taken
+    if part.ignored:
+        taken_rows = range(taken) if keep is None else keep
+        selection.ignored += sum(part.ignored[i] for i in taken_rows)
     for name, column in part.named_columns().items():
         if keep is None and taken == len(keys):
             run = part.sorted_columns[name]
@@ -404,6 +428,11 @@ def _merge(selection: Selection, part: ShardPart, seen: set[int], last: int) -> 
             run = _sorted([column[i] for i in keep], name in part.partial)
         if run:
             selection.sorted_runs.setdefault(name, []).append(run)
+
+
+def _ungrouped(query: StatsQuery) -> None:
+    if query.by:
+        raise ValueError("a grouped query is answered per group: see select_groups")
 
 
 def _matching(rows: list[Any], query: StatsQuery) -> list[Any]:
@@ -424,13 +453,27 @@ def _matching(rows: list[Any], query: StatsQuery) -> list[Any]:
     ]
 
 
-def _gather(rows: list[Any], part: ShardPart) -> None:
-    """Append each row's bucket seconds to `part`'s columns, NaN where a row has no value."""
+def collect(rows: list[Any], part: ShardPart, breakdown: str) -> None:
+    """Append matching rows to `part`: their keys, then the breakdown's numbers."""
+    part.keys.extend(map(hash, map(_run_id, rows)))
+    if breakdown == COST:
+        costs = numeric_costs(list(map(_cost, rows)))
+        part.ignored.extend(ignored for _, ignored in costs)
+        _gather(rows, part, [numbers for numbers, _ in costs])
+    else:
+        part.total.extend(map(_total, rows))
+        _gather(rows, part)
+
+
+def _gather(rows: list[Any], part: ShardPart, breakdowns: list[Any] | None = None) -> None:
+    """Append each row's bucket seconds (or the given `breakdowns`) to `part`'s columns, NaN
+    where a row has no value."""
     if not rows:
         return
     before = len(part.keys) - len(rows)
     columns = part.columns
-    breakdowns = list(map(_breakdown, rows))
+    if breakdowns is None:
+        breakdowns = list(map(_breakdown, rows))
     if set(map(type, breakdowns)) <= {NineBuckets}:
         for name, getter in _bucket_getters:
             values = list(map(getter, breakdowns))

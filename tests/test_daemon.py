@@ -472,3 +472,19 @@ def test_a_row_nested_too_deeply_is_invalid_and_the_connection_goes_on(
     assert all_run_ids(daemon.data_dir) == [r["run_id"] for r in [*before, *after]]
     assert daemon.status()["rows_rejected"] == 1
     good_row_succeeds(daemon, row_factory)
+
+
+def test_the_line_limit_cannot_exceed_what_readers_read(short_tmp: Path) -> None:
+    """A daemon that acknowledged a line longer than `MAX_LINE_BYTES` would store a row that
+    every reader skips: the option refuses such a limit before the daemon starts."""
+    from mantisd.schema import MAX_LINE_BYTES
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mantisd.daemon", "--socket", str(short_tmp / "m.sock")]
+        + ["--max-line-bytes", str(MAX_LINE_BYTES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert f"{MAX_LINE_BYTES} is not in the range 256<=x<={MAX_LINE_BYTES - 1}" in proc.stderr

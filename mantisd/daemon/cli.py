@@ -19,6 +19,7 @@ from mantisd.daemon.listen import ListenError
 from mantisd.daemon.options import EnvGroup
 from mantisd.daemon.units import install_units, units
 from mantisd.paths import resolve_data_dir, resolve_socket_path
+from mantisd.schema import MAX_LINE_BYTES
 
 _DEFAULTS = Config(data_dir=Path("."))
 
@@ -83,9 +84,10 @@ def _socket(explicit: Path | None) -> Path:
 @click.option("--socket-mode", type=OctalMode(), default="0660", help="Socket file mode.")
 @click.option(
     "--max-line-bytes",
-    type=click.IntRange(min=256),
+    type=click.IntRange(min=256, max=MAX_LINE_BYTES - 1),
     default=_DEFAULTS.max_line_bytes,
-    help="Longest request line; longer gets a `limit` reply and the connection is closed.",
+    help="Longest request line; longer gets a `limit` reply and the connection is closed. "
+    "At most the longest line a reader reads (8 MiB).",
 )
 @click.option(
     "--max-connections",

@@ -169,13 +169,19 @@ def _decode_object(data: bytes | str) -> dict[str, Any]:
     except msgspec.ValidationError:
         pass  # not an object, or a number out of a double's range: the lenient decoder tells
     except (msgspec.DecodeError, UnicodeError) as exc:
-        if isinstance(data, bytes) and not _is_utf8(data):
-            raise RowError("row: not valid UTF-8") from None
-        raise RowError(f"row: not valid JSON ({exc})") from None
+        raise _not_json(data, exc) from None
     try:
         return _lenient_decoder.decode(data)
     except msgspec.ValidationError:
         raise RowError("row: expected a JSON object") from None
+    except (msgspec.DecodeError, UnicodeError) as exc:  # e.g. `{"a": 1e999 x}`
+        raise _not_json(data, exc) from None
+
+
+def _not_json(data: bytes | str, exc: Exception) -> RowError:
+    if isinstance(data, bytes) and not _is_utf8(data):
+        return RowError("row: not valid UTF-8")
+    return RowError(f"row: not valid JSON ({exc})")
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -187,23 +193,34 @@ def _is_utf8(data: bytes) -> bool:
 
 
 def validate(
-    data: bytes | str | Mapping[str, Any] | Row, *, now: dt.datetime | None = None
+    data: bytes | str | Mapping[str, Any] | Row,
+    *,
+    now: dt.datetime | None = None,
+    check_future: bool = True,
 ) -> ValidRow:
     """Validate one row (a JSON object, a mapping or a `Row`) and build its canonical line.
 
     Extra top-level keys are kept, after the schema's keys, in the order given.
-    Raises `RowError` naming the field that is wrong.
+    Raises `RowError` naming the field that is wrong. `check_future` False: a line that was
+    accepted when it was received (the shipper's, reading shards on another host or later)
+    is not judged again by this host's clock.
     """
     try:
-        return _validate(data, now)
+        valid = _validate(data)
     except RecursionError:  # msgspec and the checks below recurse once per level of nesting
         raise RowError("row: nested too deeply (more than about 1,000 levels)") from None
+    if len(valid.line) > MAX_LINE_BYTES:
+        raise RowError(
+            f"row: {len(valid.line)} bytes stored, more than the {MAX_LINE_BYTES} a line may hold"
+        )
+    if check_future:
+        _not_future(valid.row, now)
+    return valid
 
 
-def _validate(data: bytes | str | Mapping[str, Any] | Row, now: dt.datetime | None) -> ValidRow:
+def _validate(data: bytes | str | Mapping[str, Any] | Row) -> ValidRow:
     if isinstance(data, bytes) and len(data) <= MAX_LINE_BYTES and (fast := _canonical(data)):
-        row, line = fast
-        return ValidRow(_not_future(row, now), line)
+        return ValidRow(*fast)
     if isinstance(data, Row):
         raw: Mapping[str, Any] = msgspec.structs.asdict(data)
     elif isinstance(data, bytes | str):
@@ -220,12 +237,7 @@ def _validate(data: bytes | str | Mapping[str, Any] | Row, now: dt.datetime | No
         raise RowError(str(exc)) from None
     extras = {k: v for k, v in raw.items() if k not in ROW_FIELDS}
     _check_finite({"cost_breakdown": row.cost_breakdown, "error": row.error, **extras})
-    line = encode_line(row, extras)
-    if len(line) > MAX_LINE_BYTES:
-        raise RowError(
-            f"row: {len(line)} bytes stored, more than the {MAX_LINE_BYTES} a line may hold"
-        )
-    return ValidRow(_not_future(row, now), line)
+    return ValidRow(row, encode_line(row, extras))
 
 
 def _check_finite(values: Mapping[str, Any]) -> None:
@@ -270,13 +282,12 @@ def _canonical(data: bytes) -> tuple[Row, bytes] | None:
     return (row, body + b"\n") if _encoder.encode(row) == body else None
 
 
-def _not_future(row: Row, now: dt.datetime | None) -> Row:
+def _not_future(row: Row, now: dt.datetime | None) -> None:
     now = now or dt.datetime.now(dt.UTC)
     if row.finished_at > now + MAX_FUTURE:
         raise RowError(
             f"finished_at: {row.finished_at.isoformat()} is more than a day in the future"
         )
-    return row
 
 
 def encode_line(row: Row, extras: Mapping[str, Any] | None = None) -> bytes:

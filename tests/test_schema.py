@@ -434,3 +434,29 @@ def test_a_row_longer_than_any_reader_reads_is_refused(form: str) -> None:
     assert message.startswith("row: ") and f"more than the {MAX_LINE_BYTES} a line" in message
     fits = row_at(notes="x" * (MAX_LINE_BYTES - len(validate(row_at(notes=""), now=NOW).line)))
     assert len(validate(fits, now=NOW).line) == MAX_LINE_BYTES
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"a": 1e999 x}', b'{"a": 1e999, "b": }', b'{"a": [1e999, "\xff"]'],
+)
+def test_a_number_out_of_range_before_a_syntax_error_is_still_a_row_error(data: bytes) -> None:
+    message = reject(data)
+    assert message.startswith(("row: not valid JSON", "row: not valid UTF-8")), message
+
+
+def test_the_length_bound_counts_the_newline_a_body_will_get() -> None:
+    from mantisd.schema import MAX_LINE_BYTES
+
+    body = validate(row_at(notes=""), now=NOW).line[:-1]
+    padded = body.replace(b'"notes":""', b'"notes":"' + b"x" * (MAX_LINE_BYTES - len(body)) + b'"')
+    assert len(padded) == MAX_LINE_BYTES
+    assert "more than the" in reject(padded), "stored with its newline it would be too long"
+    one_shorter = padded[:-3] + b'"}'
+    assert len(validate(one_shorter, now=NOW).line) == MAX_LINE_BYTES
+
+
+def test_the_future_check_can_be_left_to_the_receiving_host() -> None:
+    ahead = row_at(finished_at="2026-05-16T00:00:00Z")
+    assert "more than a day in the future" in reject(ahead)
+    assert validate(ahead, now=NOW, check_future=False).row.run_id == ahead["run_id"]

@@ -362,3 +362,27 @@ def test_a_linked_runs_log_is_refused_cleanly(pg_url: str, data_dir: Path, tmp_p
         result.stderr.startswith("Error: cannot read the run log in")
         and "Traceback" not in result.stderr
     )
+
+
+def test_a_row_from_a_clock_that_ran_ahead_is_shipped_not_dead_lettered(
+    pg_url: str, data_dir: Path
+) -> None:
+    """A pod whose clock ran fast accepted a row finished 'tomorrow'; shipped days later, or
+    from a copy on another host, it is still a stored row: the shipper does not judge it by
+    its own clock (the file readers count it too)."""
+    from mantisd.schema import validate
+
+    ahead = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    row = make_row(finished_at=utc(ahead), created_at=utc(ahead - dt.timedelta(minutes=1)))
+    write_shard(data_dir, f"{ahead:%Y-%m}", [validate(row, check_future=False).line])
+    write_shard(data_dir, "2026-10", month_lines("2026-10", 2))
+    assert shipped(ship(pg_url, data_dir))["total"] == (3, 0, 0)
+    assert row["run_id"] in run_ids(pg_url)
+
+
+def test_a_number_out_of_range_before_a_syntax_error_is_a_dead_letter(
+    pg_url: str, data_dir: Path
+) -> None:
+    good = month_lines("2026-10", 2)
+    write_shard(data_dir, "2026-10", [good[0], b'{"a": 1e999 x}\n', good[1]])
+    assert shipped(ship(pg_url, data_dir))["total"] == (2, 0, 1)

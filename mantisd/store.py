@@ -105,8 +105,39 @@ class _Shard:
         )
 
     def close(self) -> None:
-        for fd in (self.fd, self.dir_fd, self.root_fd):
+        _release(self.fd)
+        for fd in (self.dir_fd, self.root_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the descriptor is released whatever close() says (Linux)
+
+
+#: Shard descriptors that hold (or are taking) a shard's lock in this process. A child forked
+#: meanwhile by another thread (multiprocessing, a DataLoader) would share each lock for as
+#: long as it lives, stalling every writer of that month: the child closes its copies.
+_locking: set[int] = set()
+
+
+def _forget_locks_in_child() -> None:
+    for fd in list(_locking):
+        try:
             os.close(fd)
+        except OSError:
+            pass
+    _locking.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+def _release(fd: int) -> None:
+    """Close a shard descriptor, which releases its lock."""
+    _locking.discard(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # the descriptor (and its lock) is released whatever close() says (Linux)
 
 
 def _append_locked(shard: _Shard, payload: bytes) -> None:
@@ -176,6 +207,7 @@ def _open_locked(path: Path, lock_timeout: float | None) -> _Shard:
                 raise StoreError(path, message, exc.errno) from exc
             try:
                 fds.append(safe_fs.open_file(fds[1], directory, path.name, _OPEN_FLAGS))
+                _locking.add(fds[2])
                 _lock(fds[2], lock_timeout)
             except FileNotFoundError:
                 continue  # the directory was deleted after we opened it: open a fresh one
@@ -189,7 +221,7 @@ def _open_locked(path: Path, lock_timeout: float | None) -> _Shard:
             # Renamed away while we waited for the lock: write to the file there now.
         finally:
             for fd in reversed(fds):
-                os.close(fd)
+                _release(fd)
     raise StoreError(path, "shard keeps being replaced while opening it", errno.ESTALE)
 
 

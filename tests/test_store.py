@@ -529,3 +529,44 @@ def test_store_error_carries_path_and_errno(data_dir: Path) -> None:
         errno.EIO,
         f"{data_dir}: append failed: boom",
     )
+
+
+def test_a_child_forked_during_an_append_does_not_keep_the_shards_lock(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime that forks (multiprocessing, a DataLoader) while another of its threads is
+    inside `append` must not leave the child holding that shard's lock for its whole life:
+    every writer of the month would stall behind it."""
+    import threading
+    import warnings
+
+    path = shard_path(data_dir, "2026-05")
+    append(path, b'{"warm":1}\n')
+    in_fsync, forked = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:  # a disk slow enough for another thread to fork meanwhile
+        in_fsync.set()
+        forked.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = threading.Thread(target=append, args=(path, b'{"row":2}\n'))
+    writer.start()
+    assert in_fsync.wait(10)
+    with warnings.catch_warnings():  # "fork with threads may deadlock": this child only sleeps
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # the child lives on, long after the parent's append
+        time.sleep(5)
+        os._exit(0)
+    try:
+        forked.set()
+        writer.join(10)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        with open(path, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child holds it
+        assert path.read_bytes() == b'{"warm":1}\n{"row":2}\n'
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)

@@ -116,8 +116,10 @@ def _read(dir_fd: int, data_dir: Path) -> SourceIdentity | None:
     if len(data) > _MAX_BYTES:
         raise SourceIdError(f"{path} is longer than {_MAX_BYTES} bytes: not a source id file")
     try:
-        return msgspec.json.decode(data, type=SourceIdentity)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        identity = msgspec.json.decode(data, type=SourceIdentity)
+        check_label(identity.label)  # written by anyone who can write the data dir
+        return identity
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         raise SourceIdError(
             f"{path} is damaged ({exc}); it is never rewritten: restore it from a copy of this "
             "data dir, or remove it to give the data dir a new identity"

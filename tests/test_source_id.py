@@ -142,3 +142,12 @@ def test_written_to_an_exclusive_temp_file_synced_then_linked_then_directory_syn
 def test_bad_labels_are_refused(label: str) -> None:
     with pytest.raises(ValueError, match="label"):
         check_label(label)
+
+
+def test_a_label_with_control_characters_in_the_file_is_refused(data_dir: Path) -> None:
+    """Anyone who can write the data dir can write `source.json`: its label reaches the
+    database and operators' terminals, so it is checked on read as on write."""
+    forged = {"source_id": str(uuid.uuid4()), "label": "pod\x1b]0;owned\x07"}
+    (data_dir / SOURCE_FILE).write_text(json.dumps(forged))
+    with pytest.raises(SourceIdError, match="control characters"):
+        ensure_source(data_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -16,6 +17,8 @@ from mantisd import safe_fs
 RUNS_LOG: Final = "runs_log"
 REJECTED: Final = "rejected"
 SHARD_RE: Final = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])\.jsonl$")
+#: A compressed month (`mantis runs archive`): `<YYYY-MM>.jsonl.zst` (what it writes) or `.gz`.
+ARCHIVE_RE: Final = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])\.jsonl\.(zst|gz)$")
 
 #: Platform defaults (design.md), each detected from variables the platform itself sets.
 BASETEN_DATA_DIR: Final = Path("/workspace/mantis-data")
@@ -86,6 +89,44 @@ def shards_in(dir_fd: int, directory: Path) -> list[tuple[str, Path]]:
                 shards.append((f"{match[1]}-{match[2]}", directory / entry.name))
     shards.sort(reverse=True)
     return shards
+
+
+@dataclass(frozen=True)
+class LogFile:
+    """One file of the log: a month's plain shard, or its archive (`compressed`)."""
+
+    month: str
+    path: Path
+    compressed: bool
+
+
+def log_files_in(dir_fd: int, directory: Path) -> list[LogFile]:
+    """Every shard and archive of the `runs_log` directory open as `dir_fd`, newest month
+    first; within a month the plain shard (rows logged after the month was archived: the
+    newer ones) before its archives. Links and odd files are not log files."""
+    found = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            match = SHARD_RE.match(entry.name) or ARCHIVE_RE.match(entry.name)
+            if match and entry.is_file(follow_symlinks=False):
+                compressed = match.re is ARCHIVE_RE
+                found.append(LogFile(f"{match[1]}-{match[2]}", directory / entry.name, compressed))
+    found.sort(key=lambda f: (f.month, not f.compressed, f.path.name), reverse=True)
+    return found
+
+
+def list_log_files(data_dir: Path) -> list[LogFile]:
+    """`log_files_in` of a data dir (empty without `runs_log/`); see `list_shards`."""
+    try:
+        with safe_fs.opened_dirs(data_dir, (RUNS_LOG,), create=False) as (_, runs_log):
+            return log_files_in(runs_log, runs_log_dir(data_dir))
+    except FileNotFoundError:
+        return []
+
+
+def list_months(data_dir: Path) -> list[str]:
+    """The months that have a shard or an archive, newest first."""
+    return sorted({f.month for f in list_log_files(data_dir)}, reverse=True)
 
 
 def resolve_socket_path(

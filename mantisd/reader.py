@@ -7,6 +7,11 @@ lines at a time, and fall back to one line at a time only in a block that holds 
 Whatever is on disk, a reader holds a bounded amount (design.md, "Trust"): a line longer than
 `MAX_LINE_BYTES` is streamed past and counted as bad; links and odd files are never read; a
 file truncated while it is read (a writer's rollback) is read on from its new end.
+
+Archived months (`<YYYY-MM>.jsonl.zst` or `.gz`, `mantisd.compressed`) are read as their
+plain shards are, newest first; a month's plain shard (rows logged after it was archived) is
+read before its archive. An archive that is truncated or corrupt is reported in
+`ScanReport.damaged` and the rest of it skipped, never raised.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ import operator
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from mantisd import safe_fs
-from mantisd.paths import RUNS_LOG, runs_log_dir, shards_in
+from mantisd import compressed, safe_fs
+from mantisd.paths import RUNS_LOG, LogFile, log_files_in, runs_log_dir
 from mantisd.schema import MAX_LINE_BYTES, Count, Name, Seconds, Timestamp
 
 BLOCK_SIZE = 1 << 20
@@ -71,6 +76,15 @@ class ScanReport:
     bad_lines: int = 0
     duplicates: int = 0
     shards_read: int = 0
+    #: Archives that could not be read to their end: `<file>: <what is wrong>` each.
+    damaged: list[str] = field(default_factory=list)
+
+    def add(self, other: ScanReport) -> None:
+        """Count what another scan (another shard, a worker) skipped too."""
+        self.bad_lines += other.bad_lines
+        self.duplicates += other.duplicates
+        self.shards_read += other.shards_read
+        self.damaged.extend(other.damaged)
 
     def summary(self) -> str | None:
         parts = []
@@ -78,10 +92,16 @@ class ScanReport:
             parts.append(f"skipped {self.bad_lines} unreadable line(s)")
         if self.duplicates:
             parts.append(f"dropped {self.duplicates} duplicate run_id(s)")
+        damaged = list(dict.fromkeys(self.damaged))  # a file read by two queries: once
+        if damaged:
+            parts.append(
+                f"skipped {len(damaged)} damaged archive(s), from the damage on "
+                f"({'; '.join(damaged)})"
+            )
         return "; ".join(parts) or None
 
 
-Window = tuple[bytearray, int, int]
+Window = tuple[bytes | bytearray, int, int]
 
 
 def iter_windows(
@@ -111,7 +131,7 @@ def iter_windows(
 
 def _windows(
     fd: int, block_size: int, report: ScanReport | None, max_line: int
-) -> Iterator[Window]:
+) -> Generator[Window]:
     """`iter_windows` of an open file."""
     block_size = min(block_size, max_line + 1)  # a window holds at most one over-long line
     size = os.fstat(fd).st_size
@@ -159,6 +179,60 @@ def _windows(
         pos = offset + start - 1 if offset > 0 else 0
 
 
+def _memory_windows(data: bytes, report: ScanReport, max_line: int) -> Generator[Window]:
+    """`_windows` of lines held in memory (an archive's frame), without copying them: windows
+    of at most `max_line + 1` bytes, so that a longer line is found (counted, skipped) as
+    `_windows` finds it in a file."""
+    if not data:
+        return
+    pos = len(data) - 1 if data.endswith(b"\n") else len(data)  # where the last line ends
+    if pos == 0:
+        yield data, 0, 0  # one empty line
+        return
+    while pos > 0:
+        start = pos - max_line - 1
+        if start <= 0:
+            if pos > max_line and data.find(b"\n", 0, pos) < 0:
+                report.bad_lines += 1  # the first line, and it is too long
+                return
+            yield data, 0, pos
+            return
+        cut = data.find(b"\n", start, pos)
+        if cut < 0:  # a line longer than `max_line`: skip to the line before it
+            report.bad_lines += 1
+            pos = data.rfind(b"\n", 0, start)
+            if pos < 0:
+                return
+        else:
+            yield data, cut + 1, pos
+            pos = cut
+        if pos == 0:
+            yield data, 0, 0  # the frame starts with an empty line
+
+
+def _archive_windows(fd: int, path: Path, report: ScanReport, max_line: int) -> Generator[Window]:
+    """An archive's lines, last ones first; what cannot be read is reported in
+    `report.damaged` and skipped."""
+    kind = path.suffix.lstrip(".")
+    try:
+        table = compressed.frames(fd) if kind == compressed.ZSTD else None
+        if table is not None:
+            for data in compressed.frames_newest_first(fd, table):
+                yield from _memory_windows(data, report, max_line)
+            return
+        plain = compressed.decompress_to_temporary(fd, kind)
+    except compressed.DamagedArchive as exc:
+        report.damaged.append(f"{path.name}: {exc}")
+        return
+    except ImportError:
+        report.damaged.append(f"{path.name}: reading it needs the zstandard package")
+        return
+    try:
+        yield from _windows(plain, BLOCK_SIZE, report, max_line)
+    finally:
+        os.close(plain)
+
+
 def _read_into(fd: int, buffer: bytearray, offset: int, size: int) -> int:
     """Read `size` bytes at `offset` into the start of `buffer`; how many were read."""
     view = memoryview(buffer)[:size]
@@ -204,7 +278,7 @@ def _plausible(line: bytes | bytearray) -> bool:
 _CANONICAL_BOUNDARY = b'}\n{"schema_version":'
 
 
-def _all_plausible(buffer: bytearray, start: int, end: int) -> bool:
+def _all_plausible(buffer: bytes | bytearray, start: int, end: int) -> bool:
     """True when every line of the window is shaped like a JSON object, checked at C speed.
 
     Only a fast path: False means "look line by line", not "there is a bad line".
@@ -217,7 +291,11 @@ def _all_plausible(buffer: bytearray, start: int, end: int) -> bool:
 
 
 def _find_lines(
-    buffer: bytearray, start: int, end: int, needle: bytes, found: dict[int, bytearray]
+    buffer: bytes | bytearray,
+    start: int,
+    end: int,
+    needle: bytes,
+    found: dict[int, bytes | bytearray],
 ) -> None:
     """Add the window's lines that contain `needle` to `found`, keyed by their offset."""
     at = buffer.find(needle, start, end)
@@ -231,15 +309,15 @@ def _find_lines(
 
 
 def _candidates(
-    window: tuple[bytearray, int, int], prefilter: bytes, report: ScanReport, shape_check: bool
-) -> list[bytearray]:
+    window: Window, prefilter: bytes, report: ScanReport, shape_check: bool
+) -> list[bytes | bytearray]:
     """Lines of the window (file order) that may hold a row the prefilter wants.
 
     A line with an escape may spell the needle differently, so it is a candidate too. Other
     lines are only checked for shape (when `shape_check`), without decoding.
     """
     buffer, start, end = window
-    found: dict[int, bytearray] = {}
+    found: dict[int, bytes | bytearray] = {}
     _find_lines(buffer, start, end, prefilter, found)
     if buffer.find(b"\\", start, end) >= 0:
         _find_lines(buffer, start, end, b"\\", found)
@@ -316,34 +394,46 @@ class Scanner:
                 _, runs_log = stack.enter_context(dirs)
             except FileNotFoundError:
                 return
-            shards = [
-                (month, path)
-                for month, path in shards_in(runs_log, runs_log_dir(data_dir))
-                if (newest_month is None or month <= newest_month)
-                and (oldest_month is None or month >= oldest_month)
+            files = [
+                file
+                for file in log_files_in(runs_log, runs_log_dir(data_dir))
+                if (newest_month is None or file.month <= newest_month)
+                and (oldest_month is None or file.month >= oldest_month)
             ]
-            yield from self._scan_shards(runs_log, shards, report, prefilter, on_shard, shape_check)
+            yield from self._scan_shards(runs_log, files, report, prefilter, on_shard, shape_check)
 
     def _scan_shards(
         self,
         runs_log: int,
-        shards: list[tuple[str, Path]],
+        files: list[LogFile],
         report: ScanReport,
         prefilter: bytes | None,
         on_shard: Callable[[int, int, str], None] | None,
         shape_check: bool,
     ) -> Generator[list[Any]]:
         seen: set[int] = set()
-        for index, (month, path) in enumerate(shards):
+        index = 0
+        while index < len(files):
+            file = files[index]
+            index += 1
             if on_shard:
-                on_shard(index, len(shards), month)
+                on_shard(index - 1, len(files), file.month)
             report.shards_read += 1
             try:
-                fd = safe_fs.open_file_for_reading(runs_log, path)
-            except (FileNotFoundError, safe_fs.UnsafeEntryError):
-                continue  # archived away, or replaced by a link... since we listed it
+                fd = safe_fs.open_file_for_reading(runs_log, file.path)
+            except FileNotFoundError:
+                if not file.compressed:  # archived since we listed it: read its archive now
+                    files[index:index] = _archives_since(runs_log, file, files[index:])
+                continue  # else deleted (retention) since we listed it
+            except safe_fs.UnsafeEntryError:
+                continue  # replaced by a link... since we listed it
+            if file.compressed:
+                windows = _archive_windows(fd, file.path, report, MAX_LINE_BYTES)
+            else:
+                windows = _windows(fd, BLOCK_SIZE, report, MAX_LINE_BYTES)
             try:
-                for window in _windows(fd, BLOCK_SIZE, report, MAX_LINE_BYTES):
+                for window in windows:
+                    lines: Sequence[bytes | bytearray]
                     if prefilter is None:
                         buffer, start, end = window
                         lines = buffer[start:end].split(b"\n")
@@ -360,6 +450,7 @@ class Scanner:
                     if rows:
                         yield rows
             finally:
+                windows.close()
                 os.close(fd)
 
     @staticmethod
@@ -401,6 +492,17 @@ class Scanner:
                 yield from rows
         finally:
             blocks.close()
+
+
+def _archives_since(runs_log: int, gone: LogFile, listed: list[LogFile]) -> list[LogFile]:
+    """The archives of `gone`'s month that appeared after the listing (`mantis runs archive`
+    writes the archive before it removes the plain shard, so its rows are there)."""
+    known = {file.path.name for file in listed}
+    return [
+        file
+        for file in log_files_in(runs_log, gone.path.parent)
+        if file.month == gone.month and file.compressed and file.path.name not in known
+    ]
 
 
 def json_needle(value: str) -> bytes:

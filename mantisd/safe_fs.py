@@ -254,6 +254,14 @@ def open_file_for_reading(dir_fd: int | None, path: Path) -> int:
     return fd
 
 
+def create_new(dir_fd: int, name: str, mode: int = FILE_MODE) -> int:
+    """Create the regular file `name` under `dir_fd` for writing; FileExistsError when any
+    entry (a link included: `O_EXCL` never follows one) is already there. For temporary
+    files that are renamed into place once complete."""
+    _check_name(name)
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, mode, dir_fd=dir_fd)
+
+
 Identity = tuple[int, int]
 
 

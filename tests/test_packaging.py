@@ -215,7 +215,9 @@ def test_units_lists_each_file_and_where_it_goes(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == list(UNITS)
-    assert "mantisd.service        /etc/systemd/system/mantisd.service" in lines
+    width = max(map(len, UNITS))  # names in one column, as wide as the longest
+    assert f"{'mantisd.service':<{width}}  /etc/systemd/system/mantisd.service" in lines
+    assert f"{'mantis-archive.timer':<{width}}  /etc/systemd/system/mantis-archive.timer" in lines
 
 
 @pytest.mark.parametrize("name", list(UNITS))

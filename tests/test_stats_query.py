@@ -181,4 +181,5 @@ def test_sample_rows_decode_through_the_fast_path(data_dir: Path) -> None:
         "bad_lines": 0,
         "duplicates": 0,
         "shards_read": 2,
+        "damaged": [],
     }

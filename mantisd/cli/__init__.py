@@ -9,9 +9,11 @@ from __future__ import annotations
 import click
 
 from mantisd import __version__
+from mantisd.cli.archive import archive
 from mantisd.cli.compare import compare
 from mantisd.cli.db import db
 from mantisd.cli.dev import dev
+from mantisd.cli.export import export
 from mantisd.cli.list_runs import list_runs
 from mantisd.cli.reference import docs
 from mantisd.cli.report import report
@@ -40,6 +42,8 @@ runs.add_command(trend)
 runs.add_command(slowest)
 runs.add_command(report)
 runs.add_command(ship)
+runs.add_command(archive)
+runs.add_command(export)
 mantis.add_command(dev)
 mantis.add_command(db)
 dev.add_command(docs)

@@ -79,6 +79,30 @@ def data_dir_option(f: F) -> F:
     )(f)
 
 
+def data_dirs_option(f: F) -> F:
+    """`--data-dir`, repeatable: several pods' data dirs read as one log."""
+    return click.option(
+        "--data-dir",
+        multiple=True,
+        # readable=False: an unreadable data dir is the log's exit status 4, not a usage error
+        type=click.Path(file_okay=False, readable=False, path_type=Path),
+        help="Data directory (default: $MANTIS_DATA_DIR, else the platform's default). "
+        "Repeatable: several pods' data dirs are read as one log, one row per run_id, and "
+        "last N is then the newest by finished_at.",
+    )(f)
+
+
+def parquet_option(f: F) -> F:
+    """`--parquet DIR`: answer from the dataset `mantis runs export` writes, through DuckDB."""
+    return click.option(
+        "--parquet",
+        type=click.Path(file_okay=False, readable=False, path_type=Path),
+        metavar="DIR",
+        help="Answer from a Parquet dataset written by mantis runs export, through DuckDB "
+        "(pip install 'mantisd[duckdb]'). Last N: newest by finished_at.",
+    )(f)
+
+
 def time_option(
     flag: str, what: str, *, default: str | None = None, shown: str | None = None
 ) -> Callable[[F], F]:
@@ -114,14 +138,15 @@ def log_root(data_dir: Path | None) -> Path:
     A `runs_log/` directory given as the data dir is a usage error that names its parent; a
     data dir we may not look into is `UnreadableLog` (exit 4).
     """
-    from mantisd.paths import RUNS_LOG, SHARD_RE, resolve_data_dir
+    from mantisd.paths import ARCHIVE_RE, RUNS_LOG, SHARD_RE, resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     try:
         if not root.is_dir():
             raise click.ClickException(f"data dir {root} does not exist (see --data-dir)")
         if not (root / RUNS_LOG).exists() and (
-            root.name == RUNS_LOG or any(SHARD_RE.match(name) for name in os.listdir(root))
+            root.name == RUNS_LOG
+            or any(SHARD_RE.match(name) or ARCHIVE_RE.match(name) for name in os.listdir(root))
         ):
             raise click.UsageError(
                 f"{root} is a {RUNS_LOG}/ directory (it holds the month shards); the data dir "
@@ -222,14 +247,29 @@ def db_options(f: F) -> F:
     )(f)
 
 
-def open_source(data_dir: Path | None, db: str | None, sources: Sequence[str]) -> LogSource:
-    """The data dir (`log_root`), or with `--db` the PostgreSQL source (closed when the
-    command ends). psycopg is imported only here, only for `--db`."""
+def open_source(
+    data_dir: Path | Sequence[Path] | None,
+    db: str | None,
+    sources: Sequence[str],
+    parquet: Path | None = None,
+) -> LogSource:
+    """The data dir (`log_root`); several data dirs (read as one log); with `--parquet` the
+    dataset through DuckDB; or with `--db` the PostgreSQL source. A database or dataset is
+    closed when the command ends; psycopg and duckdb are imported only for them."""
+    dirs = [] if data_dir is None else [data_dir] if isinstance(data_dir, Path) else list(data_dir)
+    if parquet is not None:
+        if dirs or db is not None:
+            raise click.UsageError("--parquet names a place to read: give no --data-dir or --db")
+        return open_parquet(parquet)
     if db is None:
         if sources:
             raise click.UsageError("--source selects pods in a database: it needs --db")
-        return log_root(data_dir)
-    if data_dir is not None:
+        if len(dirs) > 1:
+            from mantisd.stats.source_files import DataDirs
+
+            return DataDirs([log_root(d) for d in dirs])
+        return log_root(dirs[0] if dirs else None)
+    if dirs:
         raise click.UsageError("--data-dir and --db name two places to read: give one")
     from mantisd.fleet.database import FleetError, name_of, require_driver
 
@@ -250,6 +290,22 @@ def open_source(data_dir: Path | None, db: str | None, sources: Sequence[str]) -
         raise click.ClickException(str(exc)) from None
     except psycopg.Error as exc:
         raise SourceUnreadable(f"cannot query {name_of(db)}: {first_line(exc)}") from None
+    click.get_current_context().call_on_close(source.close)
+    return source
+
+
+def open_parquet(root: Path) -> LogSource:
+    """The Parquet dataset at `root` (closed when the command ends)."""
+    from mantisd.export.dataset import MissingDuckDB
+
+    if not root.is_dir():
+        raise click.ClickException(f"Parquet dataset {root} does not exist (see --parquet)")
+    try:
+        from mantisd.stats.source_parquet import ParquetSource
+
+        source = ParquetSource(root)
+    except MissingDuckDB as exc:
+        raise click.ClickException(str(exc)) from None
     click.get_current_context().call_on_close(source.close)
     return source
 

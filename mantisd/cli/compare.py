@@ -15,10 +15,11 @@ import click
 from mantisd.cli.analysis import breakdown_option, by_option, format_option, output_format
 from mantisd.cli.common import (
     buckets_option,
-    data_dir_option,
+    data_dirs_option,
     db_options,
     json_option,
     open_source,
+    parquet_option,
     status_option,
     time_option,
 )
@@ -84,7 +85,8 @@ NO_CAP = sys.maxsize
 @breakdown_option
 @json_option
 @format_option
-@data_dir_option
+@data_dirs_option
+@parquet_option
 @db_options
 def compare(
     workflow_id: str,
@@ -103,7 +105,8 @@ def compare(
     breakdown: str,
     as_json: bool,
     output: str,
-    data_dir: Path | None,
+    data_dir: tuple[Path, ...],
+    parquet: Path | None,
     db: str | None,
     sources: tuple[str, ...],
 ) -> None:
@@ -127,7 +130,7 @@ def compare(
             f"the windows overlap: baseline {_span(baseline)}, current {_span(current)}; a run "
             "must not be in both samples"
         )
-    root = open_source(data_dir, db, sources)
+    root = open_source(data_dir, db, sources, parquet)
     # Without --until the current window stays open at the top: rows from pods whose clocks
     # run ahead (the store takes up to a day) are current runs too.
     current_until = current[1] if until else None

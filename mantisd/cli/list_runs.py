@@ -11,10 +11,11 @@ from pathlib import Path
 import click
 
 from mantisd.cli.common import (
-    data_dir_option,
+    data_dirs_option,
     db_options,
     json_option,
     open_source,
+    parquet_option,
     progress,
     readable,
     runs_location,
@@ -27,12 +28,14 @@ from mantisd.stats.durations import TimeBound
 @click.command("list")
 @time_option("--since", "Count only runs finished at or after")
 @json_option
-@data_dir_option
+@data_dirs_option
+@parquet_option
 @db_options
 def list_runs(
     since: TimeBound | None,
     as_json: bool,
-    data_dir: Path | None,
+    data_dir: tuple[Path, ...],
+    parquet: Path | None,
     db: str | None,
     sources: tuple[str, ...],
 ) -> None:
@@ -46,7 +49,7 @@ def list_runs(
     from mantisd.stats.source import as_source
 
     low = since.resolve(dt.datetime.now(dt.UTC)) if since else None
-    root = open_source(data_dir, db, sources)
+    root = open_source(data_dir, db, sources, parquet)
     report = ScanReport()
     on_shard, done = progress()
     try:

@@ -14,11 +14,12 @@ from mantisd.cli.analysis import breakdown_option, by_option, format_option, out
 from mantisd.cli.common import (
     buckets_option,
     buckets_to_show,
-    data_dir_option,
+    data_dirs_option,
     db_options,
     json_option,
     note_partial_buckets,
     open_source,
+    parquet_option,
     resolve_window,
     runs_location,
     runs_of,
@@ -51,7 +52,8 @@ from mantisd.stats.durations import TimeBound, window_phrase
 @breakdown_option
 @json_option
 @format_option
-@data_dir_option
+@data_dirs_option
+@parquet_option
 @db_options
 def stats(
     workflow_id: str,
@@ -65,7 +67,8 @@ def stats(
     breakdown: str,
     as_json: bool,
     output: str,
-    data_dir: Path | None,
+    data_dir: tuple[Path, ...],
+    parquet: Path | None,
     db: str | None,
     sources: tuple[str, ...],
 ) -> None:
@@ -83,7 +86,7 @@ def stats(
 
     output = output_format(as_json, output)
     low, high = resolve_window(since, until, dt.datetime.now(dt.UTC))
-    root = open_source(data_dir, db, sources)
+    root = open_source(data_dir, db, sources, parquet)
     query = StatsQuery(
         workflow_id,
         last=last,

@@ -13,10 +13,11 @@ import click
 from mantisd.cli.analysis import breakdown_option, format_option, output_format
 from mantisd.cli.common import (
     buckets_to_show,
-    data_dir_option,
+    data_dirs_option,
     db_options,
     json_option,
     open_source,
+    parquet_option,
     progress,
     readable,
     runs_location,
@@ -85,7 +86,8 @@ def cost_component(buckets: tuple[str, ...], reported: set[str]) -> str:
 @breakdown_option
 @json_option
 @format_option
-@data_dir_option
+@data_dirs_option
+@parquet_option
 @db_options
 def trend(
     workflow_id: str,
@@ -97,7 +99,8 @@ def trend(
     breakdown: str,
     as_json: bool,
     output: str,
-    data_dir: Path | None,
+    data_dir: tuple[Path, ...],
+    parquet: Path | None,
     db: str | None,
     sources: tuple[str, ...],
 ) -> None:
@@ -132,7 +135,7 @@ def trend(
             f"{format_instant(high)}: at most {MAX_PERIODS} (narrow the window or use a longer "
             "--every)"
         )
-    root = open_source(data_dir, db, sources)
+    root = open_source(data_dir, db, sources, parquet)
     query = StatsQuery(
         workflow_id, status=status or None, since=low, until=high, breakdown=breakdown
     )

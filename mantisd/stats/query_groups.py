@@ -70,9 +70,7 @@ def select_groups(
         for index, (month, (report, parts)) in enumerate(zip(months, results, strict=True)):
             if on_shard:
                 on_shard(index, len(months), month)
-            groups.report.bad_lines += report.bad_lines
-            groups.report.duplicates += report.duplicates
-            groups.report.shards_read += report.shards_read
+            groups.report.add(report)
             for key, part in parts.items():
                 selection = groups.selections.setdefault(key, Selection())
                 _merge(selection, part, seen, query.last)

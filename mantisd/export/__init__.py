@@ -1,0 +1,1 @@
+"""Exports of the run log for other engines (`mantis runs export`)."""

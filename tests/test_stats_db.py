@@ -1,4 +1,5 @@
-"""`--db`: stats, compare, trend and list answered from PostgreSQL, the same as from files.
+"""`--db`: stats, compare, trend and list answered from PostgreSQL, the same as from files
+(`tests/test_analysis_db.py`: the same for `--by`, `--exemplars`, cost, `slowest`, csv, report).
 
 One parity suite: three pods' data dirs are shipped into one database; the file side is one
 data dir holding the same rows (every pod's lines, each month in `finished_at` order, which
@@ -286,14 +287,6 @@ def test_an_unreachable_database_is_exit_4_without_the_password(short_tmp: Path)
     assert result.exit_code == EXIT_UNREADABLE
     assert f"cannot query database fleet on {short_tmp}" in result.stderr
     assert "hunter2" not in result.output
-
-
-def test_grouping_from_the_database_is_a_clear_usage_error(
-    fleet: tuple[str, dict[str, Path], Path],
-) -> None:
-    url, _, _ = fleet
-    result = invoke("stats", WF, "--by", "model", "--db", url)
-    assert result.exit_code == 2 and "--by is not answered from PostgreSQL yet" in result.stderr
 
 
 def test_no_runs_names_the_database(fleet: tuple[str, dict[str, Path], Path]) -> None:

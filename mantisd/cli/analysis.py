@@ -7,12 +7,11 @@ click is imported at module level; the library is imported when a command runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from mantisd.cli.common import UnreadableLog, progress, readable
+from mantisd.cli.common import progress, readable
 
 if TYPE_CHECKING:
     from mantisd.reader import ScanReport
@@ -92,17 +91,14 @@ def select_groups_with_progress(root: LogSource, query: StatsQuery) -> Groups:
 
 
 def runs_with_progress(root: LogSource, query: StatsQuery, report: ScanReport) -> list[RunView]:
-    """Every selected run of `query` (`iter_runs`), with progress on a terminal."""
-    from mantisd.stats.runs import iter_runs
-
-    if not isinstance(root, Path):
-        raise click.UsageError("single runs are not read from a database yet: use --data-dir")
+    """Every selected run of `query` (the source's `runs`), with progress on a terminal
+    (failures: `readable`)."""
+    from mantisd.stats.source import as_source
 
     on_shard, done = progress()
     try:
-        return list(iter_runs(root, query, report, on_shard=on_shard))
-    except OSError as exc:
-        raise UnreadableLog(exc) from None
+        with readable():
+            return as_source(root).runs(query, report, on_shard=on_shard)
     finally:
         done()
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import click
 
-from mantisd.cli.common import buckets_option, data_dir_option, log_root, status_option, time_option
+from mantisd.cli.common import (
+    buckets_option,
+    data_dir_option,
+    db_options,
+    open_source,
+    status_option,
+    time_option,
+)
 from mantisd.stats.durations import TimeBound
 from mantisd.stats.effect import RelativeEffect
 
@@ -82,6 +89,7 @@ WEEKS_UP_TO = 730
     help="Multiple-test correction across the buckets.",
 )
 @data_dir_option
+@db_options
 def report(
     workflow_id: str,
     output: Path,
@@ -98,6 +106,8 @@ def report(
     min_effect: float,
     correction: str,
     data_dir: Path | None,
+    db: str | None,
+    sources: tuple[str, ...],
 ) -> None:
     """Write one self-contained HTML report of WORKFLOW_ID to OUTPUT.
 
@@ -124,7 +134,7 @@ def report(
     if every == "auto":
         days = (current[1] - baseline[0]).days
         every = "1d" if days <= DAYS_UP_TO else "1w" if days <= WEEKS_UP_TO else "1mo"
-    root = log_root(data_dir)
+    root = open_source(data_dir, db, sources)
     # Open at the top without --until, as in compare: clocks running ahead count as current.
     current_until = current[1] if until else None
     baseline_query, current_query = (
@@ -143,6 +153,8 @@ def report(
         min_effect=min_effect,
         correction=correction,
         now=now,
+        db=db,
+        sources=sources,
     )
     write_atomically(output, render_report(report_data(root, request)))
     if str(output) != "-":

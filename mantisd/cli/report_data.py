@@ -10,32 +10,32 @@ import datetime as dt
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 
 from mantisd.cli.analysis import runs_with_progress
 from mantisd.cli.common import (
-    UnreadableLog,
     buckets_to_show,
     note_partial_buckets,
     progress,
+    readable,
+    runs_location,
     runs_of,
     select_many_with_progress,
     warn_skipped,
 )
 from mantisd.cli.compare import NO_CAP
-from mantisd.paths import runs_log_dir
 from mantisd.reader import ScanReport
 from mantisd.schema import MAX_FUTURE, TOTAL
 from mantisd.stats.comparison import compare_buckets, merged, ordered
 from mantisd.stats.durations import format_instant, rfc3339
 from mantisd.stats.fanout import default_workers
 from mantisd.stats.multiple import correct
-from mantisd.stats.query import StatsQuery, select_periods
+from mantisd.stats.query import StatsQuery
 from mantisd.stats.render_compare import Window
 from mantisd.stats.report.page import ReportData
 from mantisd.stats.slowest import slowest
+from mantisd.stats.source import LogSource, as_source
 from mantisd.stats.summary import bucket_stats
 from mantisd.stats.trend import Point, edges, points
 
@@ -46,7 +46,8 @@ MAX_PERIODS = 1000
 
 @dataclass(frozen=True)
 class ReportRequest:
-    """The two windows' queries and spans, and the flags that shape the page."""
+    """The two windows' queries and spans, the flags that shape the page, and the database
+    read instead of a data dir (`--db`, `--source`), for the page's commands."""
 
     baseline_query: StatsQuery
     current_query: StatsQuery
@@ -59,9 +60,11 @@ class ReportRequest:
     min_effect: float
     correction: str
     now: dt.datetime
+    db: str | None = None
+    sources: Sequence[str] = ()
 
 
-def report_data(root: Path, request: ReportRequest) -> ReportData:
+def report_data(root: LogSource, request: ReportRequest) -> ReportData:
     """Read the log (three passes: windows, periods, current runs) and compute the page."""
     query = request.current_query
     before, after = select_many_with_progress(root, request.baseline_query, query)
@@ -71,7 +74,7 @@ def report_data(root: Path, request: ReportRequest) -> ReportData:
         raise click.ClickException(
             f"no {runs_of(query.workflow_id, query.status)} in the current window "
             f"({format_instant(request.current[0])} to {format_instant(request.current[1])}) "
-            f"in {runs_log_dir(root)}: nothing to report"
+            f"in {runs_location(root)}: nothing to report"
         )
     shown = buckets_to_show(request.buckets, before.sorted_runs.keys() | after.sorted_runs.keys())
     note_partial_buckets(after, shown, where=" in the current window")
@@ -111,7 +114,7 @@ def report_data(root: Path, request: ReportRequest) -> ReportData:
 
 
 def _trend(
-    root: Path, request: ReportRequest, buckets: Sequence[str]
+    root: LogSource, request: ReportRequest, buckets: Sequence[str]
 ) -> tuple[dict[str, list[Point]], Span]:
     """Each bucket's periods from the baseline's start to the current window's end."""
     low, high = request.baseline[0], request.current[1]
@@ -127,9 +130,8 @@ def _trend(
         scan_bounds = [*bounds[:-1], max(bounds[-1], request.now + MAX_FUTURE)]
     on_shard, done = progress()
     try:
-        selections, _ = select_periods(root, query, scan_bounds, on_shard=on_shard)
-    except OSError as exc:
-        raise UnreadableLog(exc) from None
+        with readable():
+            selections, _ = as_source(root).select_periods(query, scan_bounds, on_shard=on_shard)
     finally:
         done()
     trend = {
@@ -154,9 +156,10 @@ def _commands(request: ReportRequest, current_runs: int) -> dict[str, str]:
     judge += ["--correction", request.correction]
     last = [] if query.last == NO_CAP else ["--last", str(query.last)]
     whole = ["--since", rfc3339(request.baseline[0]), *current[2:]]
+    where = _database_words(request.db, request.sources)
 
     def line(*words: str) -> str:
-        return "mantis runs " + " ".join(map(shlex.quote, words))
+        return "mantis runs " + " ".join(map(shlex.quote, [*words, *where]))
 
     workflow = query.workflow_id
     return {
@@ -180,3 +183,16 @@ def _commands(request: ReportRequest, current_runs: int) -> dict[str, str]:
             str(request.count),
         ),
     }
+
+
+def _database_words(db: str | None, sources: Sequence[str]) -> list[str]:
+    """`--db URL --source NAME...` when the report read a database (the URL without its
+    password: the page is meant to be attached to tickets); nothing for a data dir."""
+    if db is None:
+        return []
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(db)
+    if params.pop("password", None) is not None:
+        db = make_conninfo("", **params)
+    return ["--db", db, *(word for name in sources for word in ("--source", name))]

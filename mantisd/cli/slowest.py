@@ -14,9 +14,11 @@ import click
 from mantisd.cli.analysis import breakdown_option, runs_with_progress
 from mantisd.cli.common import (
     data_dir_option,
+    db_options,
     json_option,
-    log_root,
+    open_source,
     resolve_window,
+    runs_location,
     runs_of,
     status_option,
     time_option,
@@ -57,6 +59,7 @@ from mantisd.text import printable
 @breakdown_option
 @json_option
 @data_dir_option
+@db_options
 def slowest(
     workflow_id: str,
     bucket: str | None,
@@ -68,6 +71,8 @@ def slowest(
     breakdown: str,
     as_json: bool,
     data_dir: Path | None,
+    db: str | None,
+    sources: tuple[str, ...],
 ) -> None:
     """The runs of WORKFLOW_ID with the largest values of one bucket, largest first.
 
@@ -77,7 +82,6 @@ def slowest(
     """
     import datetime as dt
 
-    from mantisd.paths import runs_log_dir
     from mantisd.reader import ScanReport
     from mantisd.schema import BUCKETS, TOTAL
     from mantisd.stats.costs import COST, formatter
@@ -87,7 +91,7 @@ def slowest(
     from mantisd.stats.slowest import slowest as rank
 
     low, high = resolve_window(since, until, dt.datetime.now(dt.UTC))
-    root = log_root(data_dir)
+    root = open_source(data_dir, db, sources)
     query = StatsQuery(
         workflow_id, last=last, status=status or None, since=low, until=high, breakdown=breakdown
     )
@@ -122,7 +126,7 @@ def slowest(
     window = window_phrase(since, until)
     if not runs:
         raise click.ClickException(
-            f"no {runs_of(workflow_id, query.status)}{window} in {runs_log_dir(root)}"
+            f"no {runs_of(workflow_id, query.status)}{window} in {runs_location(root)}"
             + unknown_workflow(root, workflow_id)
         )
     assert bucket is not None

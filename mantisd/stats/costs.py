@@ -24,15 +24,31 @@ COST: Final = "cost"
 BREAKDOWNS: Final = (WALL_TIME, COST)
 
 
+#: Every entry a number a float holds (msgspec refuses booleans, strings, null, objects and
+#: integers whose nearest double is infinite, exactly as `_numeric` ignores them).
+_all_numbers = msgspec.json.Decoder(list[dict[str, float]]).decode
+_numbers = msgspec.json.Decoder(dict[str, float]).decode
+
+
 def numeric_costs(raws: Sequence[msgspec.Raw | bytes]) -> list[tuple[dict[str, float], int]]:
     """For each raw `cost_breakdown`: its numeric entries, and how many entries were not.
 
-    A value that is not an object at all counts as one ignored entry.
+    A value that is not an object at all counts as one ignored entry. The usual batch, every
+    entry a number, decodes in one typed call; otherwise each value on its own.
     """
     if not raws:
         return []
-    decoded: list[Any] = msgspec.json.decode(b"[" + b",".join(map(bytes, raws)) + b"]")
-    return [_numeric(value) for value in decoded]
+    try:
+        return [(numbers, 0) for numbers in _all_numbers(b"[" + b",".join(map(bytes, raws)) + b"]")]
+    except msgspec.ValidationError:
+        pass  # some entry is not a number: look at each breakdown
+    found = []
+    for raw in raws:
+        try:
+            found.append((_numbers(raw), 0))
+        except msgspec.ValidationError:
+            found.append(_numeric(msgspec.json.decode(raw)))
+    return found
 
 
 def _numeric(value: Any) -> tuple[dict[str, float], int]:

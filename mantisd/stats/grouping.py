@@ -5,7 +5,8 @@ row lacks it or holds null (shown as `(none)`). A field is one of the row's desc
 (`GROUP_FIELDS`) or any top-level key the page does not define (an "extra" key: rows may carry
 them, and the store keeps them). Extra keys are decoded as raw JSON, added to the lean reader
 structs only when a query groups by them; a non-string value (a number, an object) is keyed by
-its compact JSON text.
+its canonical JSON text (`mantisd.stats.canonical`: keys sorted, numbers by value), which every
+source computes alike.
 
 The grouping is part of the query (`StatsQuery.by`), so that any source (files, a database)
 can answer it; this module only knows rows, not where they come from.
@@ -21,6 +22,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 import msgspec
 
 from mantisd.schema import ROW_FIELDS
+from mantisd.stats.canonical import canonical_text
 
 #: Row keys worth grouping by (the page's descriptive strings).
 GROUP_FIELDS: Final = ("model", "plan_signature", "profile_id", "tenant_id", "status")
@@ -93,7 +95,7 @@ def _raw_value(get: Callable[[Any], Any]) -> Callable[[Any], str | None]:
         decoded = msgspec.json.decode(raw)
         if decoded is None or isinstance(decoded, str):
             return decoded
-        return msgspec.json.encode(decoded).decode()  # compact, whatever the line's spacing
+        return canonical_text(raw)  # the same text from every source (JSONB reorders keys)
 
     return value
 

@@ -5,6 +5,10 @@ newest first: the same shards, the same checks, the same dedup (a `run_id` seen 
 shard is dropped), the same `last` cap (per group when grouped). It reads one shard after the
 other in this process and builds a small object per run, so it costs more per run than
 `select`; the commands that need it ask for runs a person will look at.
+
+A `RunView` is also what other sources answer (`RunSource.runs`), so it holds nothing that
+depends on how a source stores a run: values in one order (`in_order`), the error in its
+canonical form (`mantisd.stats.canonical`: JSONB does not keep an object's key order).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 import msgspec
 
 from mantisd.reader import ScanReport
-from mantisd.schema import TOTAL
+from mantisd.schema import BUCKETS, TOTAL
+from mantisd.stats.canonical import canonical_value
 from mantisd.stats.costs import COST, numeric_costs
 from mantisd.stats.grouping import GroupKey, key_getter
 from mantisd.stats.query import StatsQuery, _matching, _scan_shard, shard_months
@@ -30,7 +35,9 @@ class RunView:
     """One selected run: what a person takes to its post-mortem.
 
     `values`: the breakdown's numbers (wall time: the buckets and `total_time_s`; cost: the
-    numeric entries). `error`: the row's error as decoded JSON (None, a string or an object).
+    numeric entries), in `in_order`'s order. `error`: the row's error as decoded JSON (None, a
+    string, or an object in canonical form). `ignored`: with cost, the run's non-numeric
+    `cost_breakdown` entries.
     """
 
     run_id: str
@@ -41,6 +48,7 @@ class RunView:
     error: Any
     values: dict[str, float]
     key: GroupKey = ()
+    ignored: int = 0
 
 
 def iter_runs(
@@ -82,24 +90,47 @@ def iter_runs(
 
 def _views(chosen: list[tuple[Any, GroupKey]], breakdown: str) -> Iterator[RunView]:
     if breakdown == COST:
-        values = [
-            numbers for numbers, _ in numeric_costs([row.cost_breakdown for row, _ in chosen])
-        ]
+        values = numeric_costs([row.cost_breakdown for row, _ in chosen])
     else:
         values = [
-            {**_seconds(row.wall_time_breakdown), TOTAL: row.total_time_s} for row, _ in chosen
+            ({**_seconds(row.wall_time_breakdown), TOTAL: row.total_time_s}, 0) for row, _ in chosen
         ]
-    for (row, key), numbers in zip(chosen, values, strict=True):
+    for (row, key), (numbers, ignored) in zip(chosen, values, strict=True):
         yield RunView(
             run_id=row.run_id,
             finished_at=row.finished_at,
             status=row.status,
             model=row.model,
             plan_signature=row.plan_signature,
-            error=msgspec.json.decode(row.error),
-            values=numbers,
+            error=error_value(row.error),
+            values=in_order(numbers, breakdown),
             key=key,
+            ignored=ignored,
         )
+
+
+def error_value(raw: bytes | str) -> Any:
+    """A row's encoded error, decoded: None, a string, or an object in canonical form."""
+    error = msgspec.json.decode(raw)
+    if error is None or isinstance(error, str):
+        return error
+    return canonical_value(raw)
+
+
+_RANK = {name: (index, "") for index, name in enumerate(BUCKETS)} | {TOTAL: (len(BUCKETS) + 1, "")}
+
+
+def _position(name: str) -> tuple[int, str]:
+    """The nine buckets first (the page's order), then other buckets by name, then the total."""
+    return _RANK.get(name) or (len(BUCKETS), name)
+
+
+def in_order(values: dict[str, float], breakdown: str) -> dict[str, float]:
+    """A run's values in the one order every source gives them: the nine buckets in the
+    page's order, other buckets by name, `total_time_s` last; cost components by name."""
+    if breakdown == COST:
+        return dict(sorted(values.items()))
+    return {name: values[name] for name in sorted(values, key=_position)}
 
 
 def _seconds(breakdown: Any) -> dict[str, float]:

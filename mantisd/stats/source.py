@@ -3,9 +3,10 @@
 A source answers a query object (`StatsQuery`: workflow, status, window, last N, grouping,
 breakdown) with `Selection`s: per bucket, the selected values (as sorted runs), or, where its
 engine computes them and the caller asked only for percentiles, the percentiles themselves
-(`Selection.percentiles`, with `Selection.counts`). Flags, rendering and the comparison logic
-above it are shared, and one parity test suite runs against every source, so that each prints
-the same answer (design.md, "Fleet"); a new engine is one new source.
+(`Selection.percentiles`, with `Selection.counts`); `runs` answers with the selected runs
+themselves (`RunView`: slowest, exemplars, the report). Flags, rendering and the comparison
+logic above it are shared, and one parity test suite runs against every source, so that each
+prints the same answer (design.md, "Fleet"); a new engine is one new source.
 
 - The files (`FileSource`, the default): a data dir read by `mantisd.stats.query`. A data dir
   `Path` stands for its file source wherever a source is taken (`as_source`).
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from mantisd.reader import ScanReport
     from mantisd.stats.query import Selection, StatsQuery
     from mantisd.stats.query_groups import Groups
+    from mantisd.stats.runs import RunView
     from mantisd.stats.workflows import WorkflowSummary
 
 OnShard: TypeAlias = "Callable[[int, int, str], None] | None"
@@ -70,6 +72,14 @@ class RunSource(Protocol):
 
     def select_groups(self, query: StatsQuery, *, on_shard: OnShard = None) -> Groups:
         """One selection per group of `query.by` (`last` counts in each group)."""
+        ...
+
+    def runs(
+        self, query: StatsQuery, report: ScanReport, *, on_shard: OnShard = None
+    ) -> list[RunView]:
+        """The very runs `select` (or `select_groups`) aggregates for `query`, newest first,
+        each with its `run_id`, values and details (slowest, exemplars, the report); what the
+        read skipped goes to `report`."""
         ...
 
     def workflows(
@@ -124,6 +134,13 @@ class FileSource:
         from mantisd.stats.query_groups import select_groups
 
         return select_groups(self.root, query, on_shard=on_shard)
+
+    def runs(
+        self, query: StatsQuery, report: ScanReport, *, on_shard: OnShard = None
+    ) -> list[RunView]:
+        from mantisd.stats.runs import iter_runs
+
+        return list(iter_runs(self.root, query, report, on_shard=on_shard))
 
     def workflows(
         self, report: ScanReport, *, since: dt.datetime | None = None, on_shard: OnShard = None

@@ -1,4 +1,5 @@
-"""`--db URL`: `stats`, `compare`, `trend` and `list` answered from the fleet's PostgreSQL.
+"""`--db URL`: every read command (`stats`, `compare`, `trend`, `list`, `slowest`, `report`,
+with `--by`, `--exemplars` and `--breakdown cost`) answered from the fleet's PostgreSQL.
 
 The same query objects as the files (`mantisd.stats.source`), answered over `mantis.runs`
 (every shipped data dir, or the `--source` ones):
@@ -10,6 +11,15 @@ The same query objects as the files (`mantisd.stats.source`), answered over `man
   the floats may differ from the files' in the last bit.
 - `compare` and `trend` fetch the values (sorted by PostgreSQL, as binary arrays) and compute
   the test and percentiles here, exactly as from files.
+- Groups (`--by`) are fetched the same way, per group (`GROUP BY`); "last N" of each group
+  is a window function (`row_number() OVER (PARTITION BY ...)`). A group key is rendered as
+  the files render it (`mantisd.stats.source_postgres_runs.rendered_key`): values PostgreSQL
+  tells apart but the files show alike (JSONB values of an extra key) are one group.
+- Cost components (`--breakdown cost`) are read from each selected run's `cost_breakdown`
+  by the files' own rule (`mantisd.stats.source_postgres_costs`).
+- Single runs (`runs`: slowest, exemplars, the report) are fetched run by run
+  (`mantisd.stats.source_postgres_runs`). So is a capped query grouped by an extra key: there
+  the newest N of a rendered key must be chosen among the runs of all its JSONB values.
 - Each answer is read in one `REPEATABLE READ`, read-only transaction: every statement of it
   sees the same snapshot while shippers keep loading.
 """
@@ -30,11 +40,16 @@ from psycopg import sql
 from mantisd.fleet.database import FleetError, first_line, name_of
 from mantisd.fleet.migrations import require_schema
 from mantisd.reader import ScanReport
-from mantisd.schema import BUCKETS, TOTAL
+from mantisd.schema import BUCKETS, ROW_FIELDS, TOTAL
+from mantisd.stats.costs import COST, WALL_TIME
 from mantisd.stats.percentiles import REPORTED
 from mantisd.stats.query import Selection, StatsQuery
 from mantisd.stats.query_groups import Groups
-from mantisd.stats.source import OnShard, SourceError, UnsupportedQuery
+from mantisd.stats.run_selections import add_to, groups_of
+from mantisd.stats.runs import RunView
+from mantisd.stats.source import OnShard, SourceError
+from mantisd.stats.source_postgres_costs import cost_values
+from mantisd.stats.source_postgres_runs import DETAILS, fetch_runs, key_expression, rendered_key
 from mantisd.stats.workflows import WorkflowSummary
 
 #: A `last` this large means every run of the window (no ORDER BY ... LIMIT).
@@ -44,14 +59,14 @@ _FRACTIONS: Final = sql.SQL("ARRAY[{}]::double precision[]").format(
 )
 #: Which period of `edges` a run falls in (1 for the first).
 _PERIOD: Final = sql.SQL("width_bucket(finished_at, %(edges)s)")
-#: Columns a selection needs (the filters run on the table itself).
-_SELECTED: Final = sql.SQL(", ").join(
-    map(sql.Identifier, ("run_id", "finished_at", TOTAL, *BUCKETS, "other_buckets"))
-)
-
-
-class Unsupported(UnsupportedQuery):
-    """Raised for a query the PostgreSQL source does not answer yet (a usage error)."""
+#: Columns a selection needs (the filters run on the table itself), per breakdown.
+_SELECTED: Final = {
+    WALL_TIME: sql.SQL(", ").join(
+        map(sql.Identifier, ("run_id", "finished_at", TOTAL, *BUCKETS, "other_buckets"))
+    ),
+    COST: sql.SQL("run_id, finished_at, cost_breakdown"),
+}
+_NEWEST_FIRST: Final = sql.SQL("ORDER BY finished_at DESC, run_id DESC")
 
 
 class UnknownSource(FleetError):
@@ -109,13 +124,6 @@ class PostgresSource:
 
     def _filters(self, query: StatsQuery) -> tuple[sql.Composable, dict[str, Any]]:
         """The WHERE clause of `query` (workflow, status, window, sources) and its params."""
-        if query.by:
-            raise Unsupported("--by is not answered from PostgreSQL yet: query the data dirs")
-        if query.breakdown != "wall_time":
-            raise Unsupported(
-                f"--breakdown {query.breakdown} is not answered from PostgreSQL yet: query the "
-                "data dirs"
-            )
         clauses = ["workflow_id = %(workflow)s"]
         params: dict[str, Any] = {"workflow": query.workflow_id}
         if query.status is not None:
@@ -132,14 +140,48 @@ class PostgresSource:
             params["sources"] = self.source_ids
         return sql.SQL(" AND ".join(clauses)), params
 
-    def _selected(self, query: StatsQuery) -> tuple[sql.Composable, dict[str, Any]]:
-        """A subquery of the query's last N runs (every run of the window without a cap)."""
+    def _selected(
+        self, query: StatsQuery, *, details: bool = False
+    ) -> tuple[sql.Composable, dict[str, Any]]:
+        """A subquery of the query's last N runs (every run of the window without a cap), with
+        the group fields of `query.by` as text in columns `k0`, `k1`, ... (N runs of each);
+        `details`: with what `runs` shows of a run besides its values."""
         where, params = self._filters(query)
-        selected = sql.SQL("SELECT {} FROM mantis.runs WHERE {}").format(_SELECTED, where)
-        if query.last < NO_CAP:
-            selected += sql.SQL(" ORDER BY finished_at DESC, run_id DESC LIMIT %(last)s")
-            params["last"] = query.last
-        return selected, params
+        keys = [key_expression(name) for name in query.by]
+        columns = sql.SQL(", ").join(
+            [
+                _SELECTED[query.breakdown],
+                *([DETAILS] if details else []),
+                *(
+                    sql.SQL("{}::text AS {}").format(k, sql.Identifier(f"k{i}"))
+                    for i, k in enumerate(keys)
+                ),
+            ]
+        )
+        selected = sql.SQL("SELECT {} FROM mantis.runs WHERE {}").format(columns, where)
+        if query.last >= NO_CAP:
+            return selected, params
+        params["last"] = query.last
+        if not keys:
+            return selected + sql.SQL(" {} LIMIT %(last)s").format(_NEWEST_FIRST), params
+        return sql.SQL(
+            "SELECT * FROM (SELECT {}, row_number() OVER (PARTITION BY {} {}) AS nth "
+            "FROM mantis.runs WHERE {}) r WHERE nth <= %(last)s"
+        ).format(columns, sql.SQL(", ").join(keys), _NEWEST_FIRST, where), params
+
+    def _aggregated(
+        self,
+        query: StatsQuery,
+        group: Sequence[sql.Composable] = (),
+        more: dict[str, Any] | None = None,
+    ) -> list[tuple[tuple[Any, ...], Selection]]:
+        """The selection of each value of the `group` expressions over the query's runs
+        (one, key `()`, without), values sorted by PostgreSQL; `more`: their parameters."""
+        selected, params = self._selected(query)
+        if query.breakdown == COST:
+            return cost_values(self.conn, selected, params | (more or {}), group)
+        names = [TOTAL, *BUCKETS, *self._other_buckets(selected, params)]
+        return self._values(selected, params | (more or {}), names, group)
 
     def _other_buckets(self, selected: sql.Composable, params: dict[str, Any]) -> list[str]:
         """Bucket names beyond the nine that some selected run reports."""
@@ -156,12 +198,13 @@ class PostgresSource:
     def select(
         self, query: StatsQuery, *, on_shard: OnShard = None, percentiles: bool = False
     ) -> Selection:
+        _ungrouped(query)
         with self._reading():
-            selected, params = self._selected(query)
-            names = [TOTAL, *BUCKETS, *self._other_buckets(selected, params)]
-            if percentiles:
+            if percentiles and query.breakdown != COST:
+                selected, params = self._selected(query)
+                names = [TOTAL, *BUCKETS, *self._other_buckets(selected, params)]
                 return self._percentiles(selected, params, names)
-            ((_, selection),) = self._values(selected, params, names)
+            ((_, selection),) = self._aggregated(query)
             return selection
 
     def select_many(
@@ -179,6 +222,7 @@ class PostgresSource:
     ) -> tuple[list[Selection], ScanReport]:
         if len(edges) < 2 or list(edges) != sorted(edges):
             raise ValueError("edges must be at least two instants in increasing order")
+        _ungrouped(query)
         window = dataclasses.replace(
             query,
             last=sys.maxsize,
@@ -186,17 +230,34 @@ class PostgresSource:
             until=min(edges[-1], query.until) if query.until else edges[-1],
         )
         with self._reading():
-            selected, params = self._selected(window)
-            names = [TOTAL, *BUCKETS, *self._other_buckets(selected, params)]
-            params["edges"] = list(edges)
-            found = self._values(selected, params, names, period=_PERIOD)
+            found = self._aggregated(window, [_PERIOD], {"edges": list(edges)})
         selections = [Selection() for _ in edges[1:]]
-        for period, selection in found:  # width_bucket: period i (1-based) is edges[i-1:i+1]
+        for (period,), selection in found:  # width_bucket: period i (1-based): edges[i-1:i+1]
             selections[period - 1] = selection
         return selections, ScanReport()
 
     def select_groups(self, query: StatsQuery, *, on_shard: OnShard = None) -> Groups:
-        raise Unsupported("--by is not answered from PostgreSQL yet: query the data dirs")
+        if query.last < NO_CAP and any(name not in ROW_FIELDS for name in query.by):
+            return groups_of(self.runs(query, ScanReport()))
+        with self._reading():
+            found = self._aggregated(query, [sql.Identifier(f"k{i}") for i in range(len(query.by))])
+        groups = Groups()
+        for raw, selection in found:
+            if not selection.run_count:
+                continue
+            key = rendered_key(query.by, raw)
+            if key in groups.selections:  # an extra key's JSONB values that render alike
+                add_to(groups.selections[key], selection)
+            else:
+                groups.selections[key] = selection
+        return groups
+
+    def runs(
+        self, query: StatsQuery, report: ScanReport, *, on_shard: OnShard = None
+    ) -> list[RunView]:
+        with self._reading():
+            selected, params = self._selected(query, details=True)
+            return fetch_runs(self.conn, selected, params, query, capped=query.last < NO_CAP)
 
     def workflows(
         self, report: ScanReport, *, since: dt.datetime | None = None, on_shard: OnShard = None
@@ -260,33 +321,43 @@ class PostgresSource:
         selected: sql.Composable,
         params: dict[str, Any],
         names: Sequence[str],
-        *,
-        period: sql.Composable | None = None,
-    ) -> list[tuple[int, Selection]]:
-        """Run count and each bucket's values, sorted by PostgreSQL: one `Selection` (key 1),
-        or one per value of the `period` expression that has runs."""
+        group: Sequence[sql.Composable] = (),
+    ) -> list[tuple[tuple[Any, ...], Selection]]:
+        """Run count and each bucket's values, sorted by PostgreSQL: one `Selection` (key
+        `()`, a count of 0 included), or one per value of the `group` expressions."""
         cells = sql.SQL(", ").join(
-            sql.SQL("array_agg({0} ORDER BY {0}) FILTER (WHERE {0} IS NOT NULL)").format(
-                _bucket(name)
-            )
-            for name in names
+            [
+                *group,
+                sql.SQL("count(*)"),
+                *(
+                    sql.SQL("array_agg({0} ORDER BY {0}) FILTER (WHERE {0} IS NOT NULL)").format(
+                        _bucket(name)
+                    )
+                    for name in names
+                ),
+            ]
         )
-        if period is None:  # no GROUP BY: always one row, a count of 0 included
-            statement = sql.SQL("SELECT 1, count(*), {} FROM ({}) s").format(cells, selected)
-        else:
-            statement = sql.SQL("SELECT {}, count(*), {} FROM ({}) s GROUP BY 1 ORDER BY 1").format(
-                period, cells, selected
+        statement = sql.SQL("SELECT {} FROM ({}) s").format(cells, selected)
+        if group:
+            statement += sql.SQL(" GROUP BY {}").format(
+                sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(group)))
             )
         with self.conn.cursor(binary=True) as cur:
             rows = cur.execute(statement, params).fetchall()
         found = []
-        for key, run_count, *columns in rows:
+        for row in rows:
+            key, (run_count, *columns) = tuple(row[: len(group)]), row[len(group) :]
             selection = Selection(run_count=run_count)
             for name, values in zip(names, columns, strict=True):
                 if values:
                     selection.sorted_runs[name] = [array("d", values)]
             found.append((key, selection))
         return found
+
+
+def _ungrouped(query: StatsQuery) -> None:
+    if query.by:
+        raise ValueError("a grouped query is answered per group: see select_groups")
 
 
 def _bucket(name: str) -> sql.Composable:

@@ -1,0 +1,34 @@
+"""`mantisd.stats.canonical`: one text per JSON value, whatever text stored it."""
+
+from __future__ import annotations
+
+import pytest
+
+from mantisd.stats.canonical import canonical_text, canonical_value
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        # as a line holds it, and as PostgreSQL's JSONB hands the same value back
+        ('{"zone": "b", "a_long_key": 1}', '{"a_long_key":1,"zone":"b"}'),
+        ('{"a_long_key":1.0,"zone":"b"}', '{"a_long_key":1,"zone":"b"}'),
+        ("1e16", "10000000000000000"),
+        ("10000000000000000", "10000000000000000"),
+        ("[2.50, 1E2, -0.0, 1e-7]", "[2.5,100,0,1e-7]"),
+        ("0.30000000000000004", "0.30000000000000004"),
+        (
+            '{"b": {"d": [true, null], "c": "\\u00e9"}, "a": 3}',
+            '{"a":3,"b":{"c":"é","d":[true,null]}}',
+        ),
+    ],
+)
+def test_the_same_value_has_one_text(stored: str, shown: str) -> None:
+    assert canonical_text(stored) == shown
+    assert canonical_text(shown) == shown
+
+
+def test_a_canonical_value_keeps_the_sorted_order() -> None:
+    value = canonical_value(b'{"step": 7, "kind": "timeout", "detail": {"url": "u", "code": 5.0}}')
+    assert list(value) == ["detail", "kind", "step"] and list(value["detail"]) == ["code", "url"]
+    assert value["detail"]["code"] == 5 and isinstance(value["detail"]["code"], int)

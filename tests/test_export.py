@@ -228,10 +228,14 @@ def test_parquet_and_another_place_is_a_usage_error(other: list[str], tmp_path: 
     assert result.exit_code == 2 and "--parquet names a place to read" in result.stderr
 
 
-def test_grouping_from_parquet_is_a_clear_usage_error(pod: Path, tmp_path: Path) -> None:
+def test_grouping_by_an_extra_key_from_parquet_is_a_clear_usage_error(
+    pod: Path, tmp_path: Path
+) -> None:
+    """The dataset keeps the page's keys only (row fields group: tests/test_sources_parity)."""
     export(tmp_path / "pq", pod)
-    result = invoke("stats", WF, "--by", "model", "--parquet", str(tmp_path / "pq"))
-    assert result.exit_code == 2 and "--by is not answered from Parquet yet" in result.stderr
+    result = invoke("stats", WF, "--by", "region", "--parquet", str(tmp_path / "pq"))
+    assert result.exit_code == 2 and "--by region" in result.stderr
+    assert "extra top-level keys" in result.stderr
 
 
 @pytest.mark.parametrize(

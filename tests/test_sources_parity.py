@@ -32,7 +32,10 @@ from mantisd.archive import archive_log
 from mantisd.cli import mantis
 from mantisd.paths import list_log_files
 from mantisd.sample import generate
+from mantisd.schema import ROW_FIELDS
 from tests.stats_data import write_shard
+from tests.test_analysis_db import PARITY as ANALYSIS_PARITY
+from tests.test_analysis_db import RUNS, analysis_run
 from tests.test_stats_db import END, PARITY, PODS, WF, assert_same, custom_lines, merge
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "fleet-files.md"
@@ -119,6 +122,61 @@ def test_grouping_across_dirs_answers_as_the_merged_log(fleet: dict[str, Any], s
     files = invoke(*args, "--data-dir", str(fleet["merged"]))
     assert files.exit_code == 0, files.output
     assert_same(files, invoke(*args, *fleet["sources"][source]))
+
+
+# --- the analysis features (issue 14): the PostgreSQL suite's cases, on the same rows ---------
+
+#: The sources the analysis cases run against (several dirs: see the report of this change).
+ANALYSIS_SOURCES = ["parquet"]
+
+
+@pytest.fixture(scope="module")
+def analysis_fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The rows of `tests.test_analysis_db`: the merged reference and every other source."""
+    pods = {}
+    for index, (name, seed) in enumerate(PODS.items()):
+        pods[name] = tmp_path_factory.mktemp(f"analysis-{name}")
+        generate(
+            pods[name],
+            rows=3000,
+            months=2,
+            workflows=3,
+            seed=seed,
+            end=END,
+            slow_bucket="settle",
+            slow_factor=1.4 if name == "pod-b" else 1.0,
+            slow_since=dt.datetime(2026, 10, 18, tzinfo=dt.UTC),
+            slow_workflow=WF,
+        )
+        write_shard(pods[name], "2026-11", [analysis_run(k) for k in range(index, RUNS, 3)])
+    dataset = tmp_path_factory.mktemp("analysis-parquet")
+    export = invoke("export", "--parquet", str(dataset), *dirs(pods.values()))
+    assert export.exit_code == 0, export.output
+    return {
+        "merged": merge(tmp_path_factory.mktemp("analysis-merged"), list(pods.values())),
+        "sources": {"several dirs": dirs(pods.values()), "parquet": ["--parquet", str(dataset)]},
+    }
+
+
+def extra_keys(args: list[str]) -> list[str]:
+    """The `--by` fields of `args` that are not keys of the page's row."""
+    return [v for f, v in zip(args, args[1:], strict=False) if f == "--by" and v not in ROW_FIELDS]
+
+
+@pytest.mark.parametrize("args", ANALYSIS_PARITY, ids=[" ".join(a) for a in ANALYSIS_PARITY])
+@pytest.mark.parametrize("source", ANALYSIS_SOURCES)
+def test_every_source_answers_the_analysis_as_the_files_do(
+    analysis_fleet: dict[str, Any], source: str, args: list[str]
+) -> None:
+    answer = invoke(*args, *analysis_fleet["sources"][source])
+    if source == "parquet" and extra_keys(args):
+        # The dataset keeps the page's keys only: a clear usage error, never a wrong answer.
+        assert answer.exit_code == 2, answer.output
+        assert "extra top-level keys" in answer.stderr
+        return
+    files = invoke(*args, "--data-dir", str(analysis_fleet["merged"]))
+    assert files.exit_code in (0, 1, 2, 3), files.output
+    assert_same(files, answer)
 
 
 # --- the docs' queries, on the same dataset ---------------------------------------------------

@@ -19,6 +19,7 @@ from mantisd.cli.common import (
     data_dir_option,
     db_options,
     open_source,
+    parquet_option,
     status_option,
     time_option,
 )
@@ -90,6 +91,7 @@ WEEKS_UP_TO = 730
 )
 @data_dir_option
 @db_options
+@parquet_option
 def report(
     workflow_id: str,
     output: Path,
@@ -108,6 +110,7 @@ def report(
     data_dir: Path | None,
     db: str | None,
     sources: tuple[str, ...],
+    parquet: Path | None,
 ) -> None:
     """Write one self-contained HTML report of WORKFLOW_ID to OUTPUT.
 
@@ -134,7 +137,7 @@ def report(
     if every == "auto":
         days = (current[1] - baseline[0]).days
         every = "1d" if days <= DAYS_UP_TO else "1w" if days <= WEEKS_UP_TO else "1mo"
-    root = open_source(data_dir, db, sources)
+    root = open_source(data_dir, db, sources, parquet)
     # Open at the top without --until, as in compare: clocks running ahead count as current.
     current_until = current[1] if until else None
     baseline_query, current_query = (

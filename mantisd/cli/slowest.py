@@ -17,6 +17,7 @@ from mantisd.cli.common import (
     db_options,
     json_option,
     open_source,
+    parquet_option,
     resolve_window,
     runs_location,
     runs_of,
@@ -60,6 +61,7 @@ from mantisd.text import printable
 @json_option
 @data_dir_option
 @db_options
+@parquet_option
 def slowest(
     workflow_id: str,
     bucket: str | None,
@@ -73,6 +75,7 @@ def slowest(
     data_dir: Path | None,
     db: str | None,
     sources: tuple[str, ...],
+    parquet: Path | None,
 ) -> None:
     """The runs of WORKFLOW_ID with the largest values of one bucket, largest first.
 
@@ -91,7 +94,7 @@ def slowest(
     from mantisd.stats.slowest import slowest as rank
 
     low, high = resolve_window(since, until, dt.datetime.now(dt.UTC))
-    root = open_source(data_dir, db, sources)
+    root = open_source(data_dir, db, sources, parquet)
     query = StatsQuery(
         workflow_id, last=last, status=status or None, since=low, until=high, breakdown=breakdown
     )

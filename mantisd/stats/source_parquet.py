@@ -1,5 +1,6 @@
-"""`--parquet DIR`: `stats`, `compare`, `trend` and `list` answered by DuckDB from the dataset
-`mantis runs export` writes (`mantisd.export.dataset`).
+"""`--parquet DIR`: `stats`, `compare`, `trend`, `list`, `slowest` and `report` (with `--by`,
+`--exemplars` and `--breakdown cost`) answered by DuckDB from the dataset `mantis runs export`
+writes (`mantisd.export.dataset`).
 
 The same query objects as the files (`mantisd.stats.source`):
 
@@ -7,12 +8,19 @@ The same query objects as the files (`mantisd.stats.source`):
 - `stats` gets its percentiles from DuckDB's `quantile_cont` (type 7, numpy's linear: never
   `quantile`, which is the discrete one); `compare` and `trend` fetch the values, sorted by
   DuckDB, and compute the rest here exactly as from files.
+- Groups (`--by`, columns of the row) are DuckDB's `GROUP BY`; "last N" of each group is a
+  window function (`row_number() OVER (PARTITION BY ...)`). The dataset holds no extra
+  top-level keys, so grouping by one is a usage error (`UnsupportedQuery`).
+- Cost components (`--breakdown cost`) are read from each selected run's `cost_breakdown`
+  JSON text by the files' own rule (`mantisd.stats.costs.numeric_costs`) and gathered like
+  the runs of any source (`mantisd.stats.run_selections`), never written again in SQL.
 - Months outside the window are pruned by the Hive partition (`month=YYYY-MM/`), and the
   column types are declared (the partition column's too), never sniffed.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import sys
@@ -24,15 +32,19 @@ from typing import Any, Final
 from mantisd.export.dataset import PARTITION, files_glob, require_duckdb, sql_string
 from mantisd.reader import ScanReport
 from mantisd.schema import BUCKETS, TOTAL
+from mantisd.stats.costs import COST, numeric_costs
+from mantisd.stats.grouping import extra_fields
 from mantisd.stats.percentiles import REPORTED
 from mantisd.stats.query import Selection, StatsQuery
 from mantisd.stats.query_groups import Groups
+from mantisd.stats.run_selections import groups_of, selection_of
 from mantisd.stats.runs import RunView, error_value, in_order
 from mantisd.stats.source import OnShard, SourceError, UnsupportedQuery
 from mantisd.stats.workflows import WorkflowSummary
 
 _FRACTIONS: Final = "[" + ", ".join(str(p / 100) for p in REPORTED) + "]"
 _NINE: Final = (TOTAL, *BUCKETS)
+_NEWEST_FIRST: Final = "ORDER BY finished_at DESC, run_id DESC"
 
 
 class ParquetSource:
@@ -62,12 +74,11 @@ class ParquetSource:
     # ------------------------------------------------------------------ the query object
 
     def _filters(self, query: StatsQuery) -> tuple[str, list[Any]]:
-        if query.by:
-            raise UnsupportedQuery("--by is not answered from Parquet yet: query the data dirs")
-        if query.breakdown != "wall_time":
+        extras = extra_fields(query.by)
+        if extras:
             raise UnsupportedQuery(
-                f"--breakdown {query.breakdown} is not answered from Parquet yet: query the "
-                "data dirs"
+                f"--by {extras[0]}: a Parquet dataset holds the page's keys only, not extra "
+                "top-level keys of the rows: query the data dirs or the database"
             )
         clauses, params = ["workflow_id = ?"], list[Any]([query.workflow_id])
         if query.status is not None:
@@ -82,13 +93,25 @@ class ParquetSource:
         return " AND ".join(clauses), params
 
     def _selected(self, query: StatsQuery) -> tuple[str, list[Any]]:
-        """The query's last N runs (every run of the window when `last` is unbounded)."""
+        """The query's last N runs (every run of the window when `last` is unbounded), with
+        the group fields of `query.by` in columns `k0`, `k1`, ... (N runs of each group)."""
         where, params = self._filters(query)
-        selected = f"SELECT * FROM {self._runs} WHERE {where}"
-        if query.last < sys.maxsize:
-            selected += " ORDER BY finished_at DESC, run_id DESC LIMIT ?"
-            params.append(query.last)
-        return selected, params
+        keys = ", ".join(f'"{name}" AS k{i}' for i, name in enumerate(query.by))
+        columns = f"*, {keys}" if keys else "*"
+        if query.last >= sys.maxsize:
+            return f"SELECT {columns} FROM {self._runs} WHERE {where}", params
+        params.append(query.last)
+        if not query.by:
+            return (
+                f"SELECT {columns} FROM {self._runs} WHERE {where} {_NEWEST_FIRST} LIMIT ?",
+                params,
+            )
+        partition = ", ".join(f'"{name}"' for name in query.by)
+        return (
+            f"SELECT * FROM (SELECT {columns}, row_number() OVER (PARTITION BY {partition} "
+            f"{_NEWEST_FIRST}) AS nth FROM {self._runs} WHERE {where}) r WHERE nth <= ?",
+            params,
+        )
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -102,9 +125,12 @@ class ParquetSource:
     def select(
         self, query: StatsQuery, *, on_shard: OnShard = None, percentiles: bool = False
     ) -> Selection:
+        _ungrouped(query)
+        if query.breakdown == COST:
+            return selection_of(self.runs(query, ScanReport()))
         selected, params = self._selected(query)
         if not percentiles:
-            ((_, selection),) = self._values(selected, params) or [(1, Selection())]
+            ((_, selection),) = self._values(selected, params) or [((), Selection())]
             return selection
         cells = ", ".join(
             f"count({c}), quantile_cont({c}, {_FRACTIONS})" for c in map(_column, _NINE)
@@ -145,12 +171,15 @@ class ParquetSource:
     ) -> tuple[list[Selection], ScanReport]:
         if len(edges) < 2 or list(edges) != sorted(edges):
             raise ValueError("edges must be at least two instants in increasing order")
+        _ungrouped(query)
         window = dataclasses.replace(
             query,
             last=sys.maxsize,
             since=max(edges[0], query.since) if query.since else edges[0],
             until=min(edges[-1], query.until) if query.until else edges[-1],
         )
+        if query.breakdown == COST:
+            return _by_period(self.runs(window, ScanReport()), edges), ScanReport()
         selected, params = self._selected(window)
         periods = " UNION ALL ".join(
             f"SELECT {k} AS period, ?::TIMESTAMPTZ AS low, ?::TIMESTAMPTZ AS high"
@@ -162,28 +191,43 @@ class ParquetSource:
         )
         bounds = [edge for k in range(len(edges) - 1) for edge in edges[k : k + 2]]
         selections = [Selection() for _ in edges[1:]]
-        for period, selection in self._values(joined, [*params, *bounds], period="period"):
+        for (period,), selection in self._values(joined, [*params, *bounds], group=["period"]):
             selections[period] = selection
         return selections, ScanReport()
 
     def select_groups(self, query: StatsQuery, *, on_shard: OnShard = None) -> Groups:
-        raise UnsupportedQuery("--by is not answered from Parquet yet: query the data dirs")
+        """One selection per group: wall time aggregated by DuckDB (`GROUP BY`), cost
+        components gathered from the runs by the files' rule (`runs`)."""
+        if query.breakdown == COST:
+            return groups_of(self.runs(query, ScanReport()))
+        selected, params = self._selected(query)
+        found = self._values(selected, params, group=[f"k{i}" for i in range(len(query.by))])
+        return Groups(selections={key: selection for key, selection in found})
 
     def runs(
         self, query: StatsQuery, report: ScanReport, *, on_shard: OnShard = None
     ) -> list[RunView]:
-        """The runs `select` aggregates, newest `finished_at` first."""
+        """The runs `select` (or `select_groups`) aggregates, newest `finished_at` first; cost
+        components read from each run's `cost_breakdown` text by the files' own rule
+        (`mantisd.stats.costs.numeric_costs`)."""
         selected, params = self._selected(query)
-        nine = ", ".join(map(_column, _NINE))
+        keys = "".join(f", k{i}" for i in range(len(query.by)))
+        cost = query.breakdown == COST
+        numbers = "cost_breakdown" if cost else ", ".join([*map(_column, _NINE), "other_buckets"])
         rows = self._fetch(
             "SELECT run_id, epoch_us(finished_at), status, model, plan_signature, error, "
-            f"{nine}, other_buckets FROM ({selected}) s ORDER BY finished_at DESC, run_id DESC",
+            f"{numbers}{keys} FROM ({selected}) s {_NEWEST_FIRST}",
             params,
         )
+        width = 7 if cost else 6 + len(_NINE) + 1
+        found = (
+            numeric_costs([row[6].encode() for row in rows])
+            if cost
+            else [(_seconds(row[6:width]), 0) for row in rows]
+        )
         views = []
-        for run_id, finished, status, model, plan_signature, error, *numbers in rows:
-            values = {k: v for k, v in (numbers[-1] or {}).items() if k not in _NINE}
-            values.update((k, v) for k, v in zip(_NINE, numbers, strict=False) if v is not None)
+        for row, (values, ignored) in zip(rows, found, strict=True):
+            run_id, finished, status, model, plan_signature, error = row[:6]
             views.append(
                 RunView(
                     run_id=run_id,
@@ -193,6 +237,8 @@ class ParquetSource:
                     plan_signature=plan_signature,
                     error=None if error is None else error_value(error),
                     values=in_order(values, query.breakdown),
+                    key=tuple(row[width:]),
+                    ignored=ignored,
                 )
             )
         return views
@@ -227,26 +273,49 @@ class ParquetSource:
         return [name for (name,) in rows if name not in _NINE]
 
     def _values(
-        self, selected: str, params: list[Any], *, period: str | None = None
-    ) -> list[tuple[int, Selection]]:
-        """Run count and each bucket's values sorted by DuckDB: one `Selection` (key 1) or
-        one per value of the `period` column that has runs."""
+        self, selected: str, params: list[Any], *, group: Sequence[str] = ()
+    ) -> list[tuple[tuple[Any, ...], Selection]]:
+        """Run count and each bucket's values sorted by DuckDB: one `Selection` (key `()`)
+        or one per value of the `group` columns that has runs."""
         names = [*_NINE, *self._other_buckets(selected, params)]
         cells = ", ".join(
             f"list({c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)" for c in map(_column, names)
         )
-        if period is None:
-            sql = f"SELECT 1, count(*), {cells} FROM ({selected}) s"
-        else:
-            sql = f"SELECT {period}, count(*), {cells} FROM ({selected}) s GROUP BY 1 ORDER BY 1"
+        sql = f"SELECT {''.join(f'{g}, ' for g in group)}count(*), {cells} FROM ({selected}) s"
+        if group:
+            sql += " GROUP BY ALL"
         found = []
-        for key, run_count, *columns in self._fetch(sql, params):
+        for row in self._fetch(sql, params):
+            key, (run_count, *columns) = tuple(row[: len(group)]), row[len(group) :]
             selection = Selection(run_count=run_count)
             for name, values in zip(names, columns, strict=True):
                 if values:
                     selection.sorted_runs[name] = [array("d", values)]
             found.append((key, selection))
         return found
+
+
+def _ungrouped(query: StatsQuery) -> None:
+    if query.by:
+        raise ValueError("a grouped query is answered per group: see select_groups")
+
+
+def _seconds(cells: Sequence[Any]) -> dict[str, float]:
+    """A run's seconds from the nine columns (total first) and `other_buckets`."""
+    *nine, others = cells
+    values = {k: v for k, v in (others or {}).items() if k not in _NINE}
+    values.update((k, v) for k, v in zip(_NINE, nine, strict=True) if v is not None)
+    return values
+
+
+def _by_period(runs: Sequence[RunView], edges: Sequence[dt.datetime]) -> list[Selection]:
+    """The runs' selection of each period `edges[i] <= finished_at < edges[i+1]`."""
+    periods: list[list[RunView]] = [[] for _ in edges[1:]]
+    for run in runs:
+        index = bisect.bisect_right(edges, run.finished_at) - 1
+        if 0 <= index < len(periods):
+            periods[index].append(run)
+    return [selection_of(chosen) for chosen in periods]
 
 
 def _column(name: str) -> str:

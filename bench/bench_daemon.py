@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_daemon.py [--quick] [--repeat 3] [--rss-seconds 60]
                                            [--fsync-delay-ms 2] [--source DIR ...]
+                                           [--clients 1 4 16]
 
 1. Durable rows/s with 1, 4 and 16 concurrent clients (separate processes), the median of
    `--repeat` runs, daemon and baseline runs interleaved. Each mantisd client pipelines with
@@ -330,6 +331,9 @@ def main() -> None:
     parser.add_argument(
         "--source", type=Path, action="append", default=[], help="another checkout's daemon too"
     )
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 4, 16], help="client counts to measure"
+    )
     args = parser.parse_args()
     reexec_with_slow_fsync(args.fsync_delay_ms)
     rss_seconds = args.rss_seconds or (10.0 if args.quick else 60.0)
@@ -345,7 +349,7 @@ def main() -> None:
     try:
         columns = "".join(f"   mantisd #{i} [CPU us/row]" for i in range(len(sources)))
         print(f"\ndurable rows/s {columns}   direct write+fsync/row   #0 / direct")
-        for clients in (1, 4, 16):
+        for clients in args.clients:
             total = int(80_000 * scale) if clients > 1 else int(40_000 * scale)
             direct_total = int(min(8000, 2000 * clients) * scale)
             ours: list[list[Throughput]] = [[] for _ in sources]

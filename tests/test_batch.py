@@ -1,19 +1,30 @@
-"""`mantisd.batch.validate_lines`: a batch of lines judged exactly as `validate` judges each.
+"""`mantisd.batch`: a receive, or a batch of lines, judged exactly as `validate` judges each.
 
 Every test compares with `mantisd.schema.validate` itself, line by line (the oracle): the
 batch path may only be faster, never more or less strict, and never worded differently.
+`accept_as_sent` takes a whole receive only when `validate` would store every line of it
+exactly as sent, in the month of `now`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import msgspec
 import pytest
 
-from mantisd.batch import WireRow, validate_lines
-from mantisd.schema import Row, RowError, validate
+from mantisd.batch import (
+    Acceptor,
+    AsSent,
+    LeanRow,
+    WireRow,
+    accept_as_sent,
+    has_line_longer,
+    validate_lines,
+)
+from mantisd.schema import BUCKETS, MAX_LINE_BYTES, Row, RowError, validate
 from tests.rows import make_row, utc
 
 NOW = dt.datetime(2026, 5, 13, 18, 30, tzinfo=dt.UTC)
@@ -98,6 +109,49 @@ CASES: dict[str, bytes] = {
         b'"cost_breakdown":{', b'"cost_breakdown":{"d":' + b"[" * 1200 + b"]" * 1200 + b","
     ),
 }
+#: What a canonicality proof must not be fooled by: forms `validate` keeps as sent (their
+#: names say so) beside forms it rewrites or refuses.
+ADVERSARIAL: dict[str, bytes] = {
+    "negative zero (stored as sent)": row_at().replace(b'"think":1.0', b'"think":-0.0'),
+    "an exponent (stored as 100.0)": row_at().replace(b'"think":1.0', b'"think":1e2'),
+    "a trailing zero (stored as 1.5)": row_at().replace(b'"think":1.0', b'"think":1.50'),
+    "an escaped slash": row_at().replace(b'"default"', b'"def\\/ault"'),
+    "raw non-ASCII (stored as sent)": row_at().replace(b'"default"', '"d\u00e9faut"'.encode()),
+    "escaped non-ASCII": row_at().replace(b'"default"', b'"d\\u00e9faut"'),
+    "a duplicate bucket": row_at().replace(b'"think":1.0', b'"think":1.0,"think":1.0'),
+    "buckets in another order (stored as sent)": row_at(
+        wall_time_breakdown={b: 1.0 for b in reversed(BUCKETS)}
+    ),
+    "a bucket the page does not name (stored as sent)": row_at(
+        wall_time_breakdown={"think": 1.0, "gpu_wait": 2.5, "act": 0.25}
+    ),
+    "some of the page's buckets (stored as sent)": row_at(
+        wall_time_breakdown={"think": 1.0, "act": 2.0}
+    ),
+    "no bucket (stored as sent)": row_at(wall_time_breakdown={}),
+    "a bucket over MAX_SECONDS": row_at().replace(b'"think":1.0', b'"think":1000000000.5'),
+    "total_time_s at MAX_SECONDS (stored as sent)": row_at(total_time_s=1e9),
+    "microseconds (stored as sent)": row_at(NOW - dt.timedelta(minutes=20, microseconds=5)),
+    "microseconds shortened": row_at(NOW - dt.timedelta(minutes=20, microseconds=500000)).replace(
+        b'.500000Z","total', b'.5Z","total'
+    ),
+    "lower-case t and z": row_at().replace(b'T18:10:00Z","total', b't18:10:00z","total'),
+    "a space for the T": row_at().replace(b'T18:10:00Z","total', b' 18:10:00Z","total'),
+    "+00:00 for Z": row_at().replace(b'T18:10:00Z","total', b'T18:10:00+00:00","total'),
+    "a leap second": row_at().replace(b'T18:10:00Z","total', b'T18:10:60Z","total'),
+    "February 30th": row_at().replace(b'-05-13T18:10:00Z","total', b'-02-30T18:10:00Z","total'),
+    "a trailing space": row_at() + b" ",
+    "a carriage return": row_at() + b"\r",
+    "a tab between keys": row_at().replace(b',"viable"', b',\t"viable"'),
+    "an unknown key at the end (kept by validate)": row_at()[:-1] + b',"zz":1}',
+    "the status as an escape": row_at().replace(b'"succeeded"', b'"succ\\u0065eded"'),
+    "an integer written as a float": row_at().replace(b'"viable":3', b'"viable":3.0'),
+    "a negative zero integer": row_at().replace(b'"viable":3', b'"viable":-0'),
+}
+CASES |= ADVERSARIAL
+#: Cases that `accept_as_sent` must take whole (beside canonical rows of the month).
+AS_SENT = [c for c in CASES if c.endswith("(stored as sent)")]
+AS_SENT += ["within the day ahead", "an hour ahead"]
 
 
 def oracle_or_nested(line: bytes) -> tuple[str | None, bytes | str]:
@@ -158,3 +212,132 @@ def test_default_clock_is_now() -> None:
     got = validate_lines([line])
     assert got.payload == line + b"\n"
     assert got.months == [dt.datetime.now(dt.UTC).strftime("%Y-%m")]
+
+
+def test_the_cases_are_what_their_names_say() -> None:
+    """The adversarial cases test something: the "(stored as sent)" ones are kept exactly
+    by `validate` in NOW's month, the others rewritten or refused."""
+    for case, line in ADVERSARIAL.items():
+        kept = oracle(line) == ("2026-05", line)
+        assert kept == (case in AS_SENT or case.endswith("(kept by validate)")), case
+
+
+def test_a_canonical_line_longer_than_a_reader_reads_is_refused() -> None:
+    """`validate` refuses a row whose stored line would be longer than `MAX_LINE_BYTES`
+    (readers skip such lines): the batch paths refuse it too, in `validate`'s words."""
+    line, good = row_at(error="e" * MAX_LINE_BYTES), row_at()
+    month, error = oracle(line)
+    assert month is None and "a line may hold" in str(error)
+    assert verdicts_of([good, line]) == [oracle(good), (None, error)]
+    assert accept_as_sent(receive(good, line), now=NOW) is None
+
+
+def row_of_length(length: int) -> bytes:
+    """A canonical row whose line (without its `\\n`) is `length` bytes long."""
+    short = row_at(error="")
+    line = row_at(error="e" * (length - len(short)))
+    assert len(line) == length
+    return line
+
+
+@pytest.mark.parametrize("length", [MAX_LINE_BYTES - 1, MAX_LINE_BYTES])
+def test_the_longest_line_is_judged_as_validate_judges_it(length: int) -> None:
+    """The bound counts the `\\n`: a line of `MAX_LINE_BYTES - 1` bytes is stored, one more
+    byte is refused, by `validate` and by both batch paths alike."""
+    line = row_of_length(length)
+    month, stored = oracle(line)
+    assert (month is not None) == (length < MAX_LINE_BYTES)
+    assert verdicts_of([line]) == [(month, stored)]
+    got = accept_as_sent(receive(line, row_at()), now=NOW)
+    assert (got is not None) == (month is not None)
+
+
+def receive(*lines: bytes) -> bytes:
+    return b"".join(line + b"\n" for line in lines)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_receive_is_taken_whole_only_if_validate_keeps_every_line_as_sent(case: str) -> None:
+    good = [row_at(), row_at(NOW - dt.timedelta(days=3))]
+    lines = [good[0], CASES[case], good[1]]
+    got = accept_as_sent(receive(*lines), now=NOW)
+    if case in AS_SENT:
+        assert got == AsSent("2026-05", receive(*lines), 3)
+    if got is not None:  # sound: every line is one `validate` stores as sent in this month
+        assert [oracle_or_nested(line) for line in lines] == [("2026-05", x) for x in lines]
+
+
+def test_lines_that_only_make_rows_when_joined_are_not_taken_whole() -> None:
+    """One decode of the whole receive would take a row spanning two lines, a line holding
+    two rows, or a blank line: the encode-and-compare refuses each."""
+    row = row_at()
+    cut = row.index(b'"cost_breakdown":{') + len(b'"cost_breakdown":{')
+    spanning = [row[:cut] + b'"x":[{}', b"{}]," + row[cut:]]  # one row over two lines
+    for lines in (
+        spanning,
+        [row_at() + b" " + row_at()],
+        [row_at() + b"," + row_at()],
+        [row_at(), b"", row_at()],
+        [row_at(), b" ", row_at()],
+        [b"", row_at()],
+    ):
+        assert any(oracle(line)[0] is None for line in lines)
+        assert accept_as_sent(receive(*lines), now=NOW) is None, lines
+
+
+def test_only_rows_of_the_month_of_now_in_utc_are_taken_whole() -> None:
+    near_end = dt.datetime(2026, 5, 31, 23, 30, tzinfo=dt.UTC)
+    this_month = [row_at(near_end - dt.timedelta(hours=1)), row_at(near_end)]
+    assert accept_as_sent(receive(*this_month), now=near_end) == AsSent(
+        "2026-05", receive(*this_month), 2
+    )
+    for other in (
+        row_at(near_end + dt.timedelta(hours=2)),  # June, within a day: valid, another shard
+        row_at(dt.datetime(2026, 4, 30, 23, 59, 59, tzinfo=dt.UTC)),  # April
+        row_at(near_end + dt.timedelta(days=2)),  # more than a day ahead
+        row_at(dt.datetime(1969, 12, 31, 23, tzinfo=dt.UTC)),
+    ):
+        assert accept_as_sent(receive(*this_month, other), now=near_end) is None
+
+
+def test_an_acceptor_takes_rows_that_do_not_fit_the_lean_struct_receive_after_receive() -> None:
+    """Rows whose buckets are not the page's (or not in its order) fall back to `WireRow`;
+    the acceptor then tries `WireRow` first, and goes back when the page's rows come back."""
+    acceptor = Acceptor()
+    reordered = {b: 1.0 for b in reversed(BUCKETS)}
+    shapes = [
+        [row_at(wall_time_breakdown=reordered) for _ in range(3)],
+        [row_at(wall_time_breakdown={"gpu_wait": 1.0}) for _ in range(3)],
+        [row_at() for _ in range(3)],
+        [row_at(wall_time_breakdown=reordered), row_at()],
+    ]
+    for lines in shapes * 2:
+        assert acceptor.accept(receive(*lines), now=NOW) == AsSent(
+            "2026-05", receive(*lines), len(lines)
+        )
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(shapes[1][0], type=LeanRow)  # the fallback was taken
+
+
+def test_lean_row_has_the_row_fields_and_encodes_like_it() -> None:
+    assert LeanRow.__struct_fields__ == Row.__struct_fields__
+    line = row_at()
+    assert msgspec.json.encode(msgspec.json.decode(line, type=LeanRow)) == line
+    over = row_at().replace(b'"think":1.0', b'"think":1000000000.5')
+    with pytest.raises(msgspec.ValidationError, match="<= 1000000000.0"):
+        msgspec.json.decode(over, type=LeanRow)  # `Row`'s own bound on each bucket
+
+
+def brute_force_longest(received: bytes) -> int:
+    return max(map(len, received.split(b"\n")[:-1]))
+
+
+def test_has_line_longer_agrees_with_splitting() -> None:
+    rng = random.Random(13)
+    for _ in range(2000):
+        limit = rng.randint(1, 40)
+        lines = [b"x" * rng.choice([0, 1, limit - 1, limit, limit + 1, rng.randint(0, 90)])]
+        lines += [b"y" * rng.randint(0, 2 * limit) for _ in range(rng.randint(0, 6))]
+        rng.shuffle(lines)
+        data = receive(*lines)
+        assert has_line_longer(data, limit) == (brute_force_longest(data) > limit), (limit, data)

@@ -488,3 +488,22 @@ def test_the_line_limit_cannot_exceed_what_readers_read(short_tmp: Path) -> None
     )
     assert proc.returncode == 2
     assert f"{MAX_LINE_BYTES} is not in the range 256<=x<={MAX_LINE_BYTES - 1}" in proc.stderr
+
+
+def test_receives_of_more_rows_than_a_batch_may_hold_are_cut_in_order(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """With room for 3 unanswered rows per connection, each receive of hundreds of rows,
+    accepted as sent (or judged line by line around a bad one), is cut into batches of 3:
+    every row answered in its place and stored in request order."""
+    with running_daemon(short_tmp / "m.sock", data_dir, env={"MANTISD_MAX_INFLIGHT": "3"}) as d:
+        good = [row_factory() for _ in range(600)]
+        assert d.send_rows(good) == [OK] * 600
+        mixed: list[dict[str, Any] | bytes] = [row_factory() for _ in range(300)]
+        mixed[150:150] = [b"[1]", b'{"op":"status"}']
+        replies = d.send_rows(mixed)
+        assert replies[:150] == [OK] * 150 and replies[152:] == [OK] * 150
+        assert replies[150]["kind"] == "invalid" and "rows_written" in replies[151]["status"]
+        shard = [msgspec.json.decode(x)["run_id"] for x in shard_lines(d.data_dir, this_month())]
+        expected = [r["run_id"] for r in [*good, *mixed] if isinstance(r, dict)]
+        assert shard == expected

@@ -1,11 +1,14 @@
 """One client connection: newline framing, batch validation, hand-off to the queue, ordered replies.
 
-Two tasks per connection. The reader takes every complete line of a receive at once, as one
-batch: validated together (`mantisd.batch.validate_lines`, which words each refusal as
-`mantisd.schema.validate` does), control requests and refused lines answered at once in their
-place, the accepted rows handed to the writer as one queue item that holds only their stored
-lines, and one ticket for the whole batch put in the reply queue. The reply task writes the
-replies in request order, one socket write for all the batches that are answered.
+Two tasks per connection. The reader takes the complete lines of a receive as one batch,
+without splitting them into lines: `mantisd.batch.Acceptor` accepts the whole buffer, as it
+came, with a few calls in C (the usual case: canonical rows of this month). Otherwise the
+lines are split and judged one by one (`mantisd.batch.validate_lines`, which words each
+refusal as `mantisd.schema.validate` does), control requests and refused lines answered at
+once in their place. The accepted rows go to the writer as one queue item that holds only
+their stored lines, and one ticket for the whole batch goes in the reply queue. The reply task
+writes the replies in request order, one socket write for all the batches that are answered
+(straight to the socket when it takes them at once, the usual case).
 
 Two budgets (`budget.py`) bound what a connection can make the daemon hold, both waited for
 by the reader only: the writer's queue, shared, in bytes and rows (a full queue slows every
@@ -19,15 +22,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import SocketStream
+from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mantisd.batch import validate_lines
+from mantisd.batch import Acceptor, AsSent, has_line_longer, validate_lines
 from mantisd.daemon.budget import Budget
 from mantisd.daemon.config import Config
 from mantisd.daemon.rejected import RejectedLog
@@ -67,6 +70,8 @@ class Connection:
         status: Callable[[], dict[str, Any]],
     ) -> None:
         self.stream = stream
+        #: the same socket (non-blocking), for replies the kernel takes at once (`_flush`)
+        self._socket = stream.extra(SocketAttribute.raw_socket)
         self.config = config
         self.queue = queue
         self.queue_budget = queue_budget
@@ -79,9 +84,11 @@ class Connection:
         )
         self.reading = anyio.CancelScope()
         self._batch_rows = min(config.batch_max_rows, config.max_inflight_per_connection)
-        #: batches of complete lines received and not taken yet, oldest first (and the same
-        #: lines as they came, `\n`-terminated, when they make one whole receive)
-        self._received: list[tuple[list[bytes], bytes | None]] = []
+        self._acceptor = Acceptor()
+        #: what was received and not taken yet, oldest first: a whole receive's complete lines
+        #: as they came (`\n`-terminated, not validated yet), a batch of lines, or a batch
+        #: already accepted as sent
+        self._received: list[bytes | list[bytes] | AsSent] = []
         self._idle_pushed = 0.0
 
     def stop_reading(self) -> None:
@@ -132,20 +139,17 @@ class Connection:
                 received = tail + received
             tail = chunk[end:]
             del chunk
-            lines = received.split(b"\n")
-            lines.pop()  # after the last `\n`
             too_long = tail if len(tail) > limit else None
-            if max(map(len, lines)) > limit:
+            if has_line_longer(received, limit):  # the lines before it are still answered
+                lines = received.split(b"\n")
                 cut = next(i for i, line in enumerate(lines) if len(line) > limit)
-                lines, too_long, received = lines[:cut], lines[cut], b""
-            size = self._batch_rows
-            if len(lines) <= size and received:
-                self._received = [(lines, received)]  # the usual receive: one batch
+                too_long = lines[cut]
+                self._received = [*self._batches(lines[:cut])]
             else:
-                self._received = [(lines[i : i + size], None) for i in range(0, len(lines), size)]
-            del lines, received
+                self._received = [received]  # the usual receive: one batch, not split
+            del received
             while self._received:
-                await self._submit(*self._received.pop(0), replies)
+                await self._submit(replies)
             if too_long is not None:
                 return await self._too_long(too_long, replies)
 
@@ -157,12 +161,14 @@ class Connection:
         await self.inflight.acquire(ticket.nbytes, 1)
         self._send_ticket(ticket, replies)
 
-    async def _submit(
-        self, lines: list[bytes], received: bytes | None, replies: MemoryObjectSendStream[Ticket]
-    ) -> None:
-        """Take one batch: its ticket in the reply queue, its rows in the writer's queue."""
-        ticket, batch = self._take(lines, received)
-        del lines, received  # only the batch's stored lines are held while waiting
+    def _batches(self, lines: list[bytes]) -> Iterator[list[bytes]]:
+        size = self._batch_rows
+        return (lines[i : i + size] for i in range(0, len(lines), size))
+
+    async def _submit(self, replies: MemoryObjectSendStream[Ticket]) -> None:
+        """Take the oldest batch: its ticket in the reply queue, its rows in the writer's
+        queue (only their stored lines are held while waiting)."""
+        ticket, batch = self._take_next()
         try:
             await self.inflight.acquire(ticket.nbytes, ticket.rows)  # the client reads slowly
         except BaseException:  # unanswered: so must every later line be, to keep the order
@@ -177,7 +183,7 @@ class Connection:
         the first batch whose replies cannot be queued on, lines are left unanswered (the
         client writes them directly)."""
         while self._received:
-            ticket, batch = self._take(*self._received.pop(0))
+            ticket, batch = self._take_next()
             if not self.inflight.try_acquire(ticket.nbytes, ticket.rows):
                 return
             if not self._send_ticket(ticket, replies):
@@ -189,13 +195,40 @@ class Connection:
                 continue
             self._put(batch)
 
-    def _take(self, lines: list[bytes], received: bytes | None) -> tuple[Ticket, Batch | None]:
-        """A batch's ticket, answered at once, or with a queue item for the writer.
+    def _take_next(self) -> tuple[Ticket, Batch | None]:
+        """Validate the oldest received item: its ticket, answered at once, or with a queue
+        item for the writer. A receive that is not accepted as sent, or holds more rows than
+        a batch may, is cut into batches of lines first."""
+        received = self._received.pop(0)
+        if isinstance(received, bytes):
+            batch, *rest = self._judge_receive(received)
+            self._received[:0] = rest
+        else:
+            batch = received
+        if isinstance(batch, AsSent):
+            ticket = Ticket(batch.count, month=batch.month, waiter=self.waiter)
+            return ticket, Batch({batch.month: (batch.payload, batch.count)}, ticket)
+        return self._take(batch)
 
-        `received`: the lines as they came (with their `\\n`), when the caller has them."""
-        verdicts = validate_lines(lines, received=received)
+    def _judge_receive(self, received: bytes) -> list[list[bytes] | AsSent]:
+        """A whole receive as one batch accepted as sent (the usual case), else its lines in
+        batches of at most `_batch_rows` (already accepted, when only their number is the
+        matter)."""
+        accepted = self._acceptor.accept(received)
+        if accepted is not None and accepted.count <= self._batch_rows:
+            return [accepted]
+        lines = received.split(b"\n")
+        lines.pop()  # after the last `\n`
+        if accepted is None:
+            return [*self._batches(lines)]
+        month = accepted.month
+        return [AsSent(month, b"\n".join([*b, b""]), len(b)) for b in self._batches(lines)]
+
+    def _take(self, lines: list[bytes]) -> tuple[Ticket, Batch | None]:
+        """A batch of lines judged one by one: its ticket, and its rows' queue item if any."""
+        verdicts = validate_lines(lines)
         count, months = len(lines), verdicts.months
-        if verdicts.payload is not None:  # the usual case: every row as sent, in one month
+        if verdicts.payload is not None:  # every row as sent, in one month
             month = months[0]
             assert month is not None
             ticket = Ticket(count, month=month, waiter=self.waiter)
@@ -308,18 +341,31 @@ class Connection:
         nbytes = sum(ticket.nbytes for ticket in answered)
         rows = sum(ticket.rows for ticket in answered)
         answered.clear()
+        try:  # what the socket takes now goes without a timer or a trip round the event loop
+            data = data[self._socket.send(data) :]
+        except BlockingIOError:
+            pass
+        except OSError:
+            connection.cancel()
+            return False
+        if data and not await self._send_rest(data):
+            connection.cancel()
+            return False
+        self.inflight.release(nbytes, rows)  # read (or in the kernel's hands): room for more
+        return True
+
+    async def _send_rest(self, data: bytes) -> bool:
+        """Send what the socket did not take at once: False if the client is gone or has not
+        read anything for the idle timeout."""
         with anyio.move_on_after(self.config.idle_timeout) as timeout:
             try:
                 await self.stream.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                connection.cancel()
                 return False
         if timeout.cancelled_caught:
             logger.info(
                 "closing a connection that has not read its replies for %.0fs",
                 self.config.idle_timeout,
             )
-            connection.cancel()
             return False
-        self.inflight.release(nbytes, rows)  # read (or in the kernel's hands): room for more
         return True

@@ -13,6 +13,8 @@ directly, which waits for the same lock), and the next commit tries again; nothi
 acknowledged that is not on disk. Meanwhile rows queue up to the queue's byte budget, then
 the readers wait (backpressure), so memory stays bounded however long the lock is held.
 
+The appends run on the writer's own thread (`disk_thread.DiskThread`), one commit at a time.
+
 The watchdog (`server.py`) counts a commit running longer than its period, a lock wait
 included, as stuck and withholds its pings. The default `lock_timeout` (30 s) is below the
 unit's `WatchdogSec` (60 s): a held lock makes the daemon answer errors, never restart (a
@@ -32,6 +34,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from mantisd.daemon.budget import Budget
+from mantisd.daemon.disk_thread import DiskThread
 from mantisd.daemon.replies import OK, Ticket, failure
 from mantisd.daemon.status import Counters
 from mantisd.paths import shard_path
@@ -69,7 +72,8 @@ class Commit(NamedTuple):
 
 
 def write_groups(groups: list[tuple[Path, list[bytes]]], lock_timeout: float) -> list[Commit]:
-    """Append each shard's payload (in a worker thread); one failure does not stop the rest."""
+    """Append each shard's payload (on the writer's `DiskThread`); one failure does not stop
+    the rest."""
     outcomes = []
     for path, parts in groups:
         started = time.perf_counter()
@@ -112,6 +116,16 @@ class Writer:
         self.blocked_since: float | None = None
         self.done = anyio.Event()
         self._failing: set[Path] = set()
+        self._shards: dict[str, Path] = {}  # month -> path, built once a month, not per commit
+        self._disk = DiskThread("mantisd-writer")
+
+    def _shard(self, month: str) -> Path:
+        path = self._shards.get(month)
+        if path is None:
+            if len(self._shards) > 64:  # rows of many months: rare, and bounded
+                self._shards.clear()
+            path = self._shards[month] = shard_path(self.data_dir, month)
+        return path
 
     async def run(self, queue: MemoryObjectReceiveStream[Batch]) -> None:
         carried: Batch | None = None  # taken, but past the last commit's bounds
@@ -126,6 +140,7 @@ class Writer:
                     commit, carried = self._gather(carried, queue)
                     await self.commit(commit)
         finally:
+            self._disk.close()
             self.done.set()
 
     def _gather(
@@ -157,7 +172,7 @@ class Writer:
             for month, (payload, rows) in batch.payloads.items():
                 groups.setdefault(month, []).append(payload)
                 counts[month] = counts.get(month, 0) + rows
-        paths = [(shard_path(self.data_dir, month), parts) for month, parts in groups.items()]
+        paths = [(self._shard(month), parts) for month, parts in groups.items()]
         self.busy_since = time.monotonic()
         try:
             outcomes = await self._write(paths, counts)
@@ -189,7 +204,7 @@ class Writer:
         blocked: set[int] = set()
         while todo:
             left = self.lock_timeout - (time.monotonic() - started)
-            results = await anyio.to_thread.run_sync(
+            results = await self._disk.run(
                 write_groups, [groups[i] for i in todo], max(0.0, min(LOCK_SLICE, left))
             )
             waiting = []

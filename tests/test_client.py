@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -29,7 +30,8 @@ import msgspec
 import pytest
 
 import mantis_client
-from mantis_client import AppendResult, Client, Outcome, append, append_async
+from mantis_client import DEFAULT_TIMEOUT, AppendResult, Client, Outcome, append, append_async
+from mantis_client.client import MAX_TIMEOUT
 from mantisd.paths import list_shards, shard_path
 from mantisd.schema import Row
 from tests.full_disk import shard_on_a_full_disk
@@ -652,3 +654,31 @@ def test_a_refusal_sent_before_the_row_is_read_even_when_the_send_fails(short_tm
         finally:
             connection.close()
     assert (reply.ok, reply.kind, reply.error) == (False, "unavailable", "at the connection limit")
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e12, math.nan, -1.0, "soon", None, True])
+def test_an_odd_timeout_never_raises_drops_or_hangs(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory, timeout: Any
+) -> None:
+    """`append(timeout=inf)` used to overflow the lock's deadline and drop the row; a
+    non-number raised into the caller. Odd values fall back to the default, huge ones to the
+    cap, and the row is written as usual."""
+    row = row_factory()
+    result = append(row, socket_path=short_tmp / "absent.sock", data_dir=data_dir, timeout=timeout)
+    assert result.outcome is Outcome.WRITTEN_DIRECTLY, result
+    assert run_ids_on_disk(data_dir) == [row["run_id"]]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "used"),
+    [
+        (math.inf, MAX_TIMEOUT),
+        (1e12, MAX_TIMEOUT),
+        (math.nan, DEFAULT_TIMEOUT),
+        (-3, DEFAULT_TIMEOUT),
+        (0.25, 0.25),
+    ],
+)
+def test_a_clients_own_timeout_is_bounded(short_tmp: Path, timeout: float, used: float) -> None:
+    with Client(socket_path=short_tmp / "absent.sock", timeout=timeout) as client:
+        assert client.timeout == used

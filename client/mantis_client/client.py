@@ -34,6 +34,19 @@ log = logging.getLogger("mantis_client")
 
 #: Seconds an append waits for the daemon before writing the row itself.
 DEFAULT_TIMEOUT = 1.0
+#: The longest wait a caller may ask for: `append` is fire-and-forget, never a hang.
+MAX_TIMEOUT = 60.0
+
+
+def usable_timeout(timeout: object, fallback: float) -> float:
+    """`timeout` when it is a number of seconds >= 0, at most `MAX_TIMEOUT`; anything else
+    (NaN, negative, not a number) is logged and `fallback` used: a caller's odd value never
+    makes `append` raise, overflow a deadline or wait for ever."""
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0:
+        return min(float(timeout), MAX_TIMEOUT)  # NaN fails `>= 0`; inf becomes the cap
+    log.warning("timeout %r is not a number of seconds >= 0; using %ss", timeout, fallback)
+    return fallback
+
 
 #: Every live client, so that a forked child never shares a parent's socket or held lock.
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -61,7 +74,7 @@ class Client:
     ) -> None:
         self.socket_path: Path = resolve_socket_path(socket_path)
         self.data_dir: Path = resolve_data_dir(data_dir)
-        self.timeout = timeout
+        self.timeout = usable_timeout(timeout, DEFAULT_TIMEOUT)
         self.trusted = TrustedUids.resolve(expect_uid)
         if self.trusted.ignored:
             log.warning("%s", self.trusted.ignored)
@@ -110,6 +123,8 @@ class Client:
         return f"Client(socket_path={str(self.socket_path)!r}, data_dir={str(self.data_dir)!r})"
 
     def _deadline(self, timeout: float | None) -> float:
+        if timeout is not None:
+            timeout = usable_timeout(timeout, self.timeout)
         return time.monotonic() + (self.timeout if timeout is None else timeout)
 
     def _validate(self, row: RowLike) -> ValidRow | AppendResult:

@@ -150,22 +150,27 @@ def frames(fd: int) -> list[tuple[int, int, int]] | None:
 def frames_newest_first(fd: int, table: list[tuple[int, int, int]]) -> Iterator[bytes]:
     """Each frame's lines, decompressed, last frame first; `DamagedArchive` at the first frame
     that does not decompress to what the table says (earlier frames are then not read)."""
-    zstd = _zstd()
-    decompressor = zstd.ZstdDecompressor()
     for index in range(len(table) - 1, -1, -1):
-        offset, compressed, decompressed = table[index]
-        frame = os.pread(fd, compressed, offset)
-        try:
-            if len(frame) != compressed:
-                raise DamagedArchive("shorter than its seek table says")
-            if zstd.get_frame_parameters(frame).content_size != decompressed:
-                raise DamagedArchive(f"frame {index + 1} is not the size its seek table says")
-            data = decompressor.decompress(frame, max_output_size=decompressed)
-        except zstd.ZstdError as exc:
-            raise DamagedArchive(f"frame {index + 1} of {len(table)}: {exc}") from None
-        if len(data) != decompressed:
+        yield read_frame(fd, table, index)
+
+
+def read_frame(fd: int, table: list[tuple[int, int, int]], index: int) -> bytes:
+    """Frame `index` of the seek table `table`, decompressed and checked against the table
+    (and its content checksum); `DamagedArchive` when it does not decompress to that."""
+    zstd = _zstd()
+    offset, compressed, decompressed = table[index]
+    frame = os.pread(fd, compressed, offset)
+    try:
+        if len(frame) != compressed:
+            raise DamagedArchive("shorter than its seek table says")
+        if zstd.get_frame_parameters(frame).content_size != decompressed:
             raise DamagedArchive(f"frame {index + 1} is not the size its seek table says")
-        yield data
+        data: bytes = zstd.ZstdDecompressor().decompress(frame, max_output_size=decompressed)
+    except zstd.ZstdError as exc:
+        raise DamagedArchive(f"frame {index + 1} of {len(table)}: {exc}") from None
+    if len(data) != decompressed:
+        raise DamagedArchive(f"frame {index + 1} is not the size its seek table says")
+    return data
 
 
 def decompress_to_temporary(fd: int, kind: str) -> int:

@@ -17,19 +17,19 @@ from mantisd.fleet.shipper import BATCH_BYTES
 from mantisd.paths import shard_path
 from mantisd.schema import BUCKETS
 from mantisd.source_id import SOURCE_FILE, read_source
-from tests.fleet import execute, line_ids, month_line, month_lines, rows, run_ids, ship
+from tests.fleet import (
+    archive,
+    execute,
+    line_ids,
+    month_line,
+    month_lines,
+    rows,
+    run_ids,
+    ship,
+    shipped,
+)
 from tests.rows import make_row, utc
 from tests.stats_data import write_shard
-
-
-def shipped(result: Any) -> dict[str, tuple[int, int, int]]:
-    """The summary table: shard -> (loaded, duplicates, dead-lettered)."""
-    assert result.returncode == 0, result.stderr
-    table: dict[str, tuple[int, int, int]] = {}
-    for text in result.stdout.splitlines()[2:]:
-        name, *numbers = text.split()
-        table[name] = (int(numbers[0]), int(numbers[1]), int(numbers[2]))
-    return table
 
 
 def cursor_of(url: str, shard: str) -> tuple[int, int, int]:
@@ -234,19 +234,33 @@ def test_a_shard_that_changed_is_read_again_from_the_start(
     assert cursor_of(pg_url, "2026-10.jsonl")[2] == path.stat().st_size
 
 
-def test_an_archived_shard_is_left_alone_and_its_late_rows_shipped(
-    pg_url: str, data_dir: Path, tmp_path: Path
+def test_an_archived_shard_is_not_shipped_again_and_its_late_rows_are(
+    pg_url: str, data_dir: Path
 ) -> None:
-    old = month_lines("2026-09", 5)
-    path = write_shard(data_dir, "2026-09", old)
-    write_shard(data_dir, "2026-10", month_lines("2026-10", 1))
+    """A month archived after it was all shipped: its archive goes on from the shard's cursor
+    (nothing to read again, tests/test_ship_archives.py has the rest); a late row recreates
+    the month's shard and is shipped from there."""
+    old, october = month_lines("2026-09", 5), month_lines("2026-10", 1)
+    write_shard(data_dir, "2026-09", old)
+    write_shard(data_dir, "2026-10", october)
     assert shipped(ship(pg_url, data_dir))["total"] == (6, 0, 0)
-    shutil.move(path, tmp_path / "archive.jsonl")  # archived: renamed away
+    assert [result.action for result in archive(data_dir, before="2026-10")] == ["archived"]
     assert "nothing new to ship" in ship(pg_url, data_dir).stdout
     late = month_line("2026-09")
     write_shard(data_dir, "2026-09", [late])  # a late row recreates the month's shard
     assert shipped(ship(pg_url, data_dir)) == {"2026-09.jsonl": (1, 0, 0), "total": (1, 0, 0)}
-    assert len(run_ids(pg_url)) == 7
+    assert run_ids(pg_url) == line_ids([*old, *october, late])
+
+
+def test_a_shard_moved_out_of_the_log_is_left_alone(
+    pg_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """Archived by hand (docs/operations.md): moved out of `runs_log/`, it is no log file."""
+    path = write_shard(data_dir, "2026-09", month_lines("2026-09", 5))
+    assert shipped(ship(pg_url, data_dir))["total"] == (5, 0, 0)
+    shutil.move(path, tmp_path / "archive.jsonl")
+    assert "nothing new to ship" in ship(pg_url, data_dir).stdout
+    assert len(run_ids(pg_url)) == 5
 
 
 def test_a_shard_renamed_to_another_month_loses_and_duplicates_nothing(

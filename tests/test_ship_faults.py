@@ -7,18 +7,28 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from mantisd.paths import list_shards
 from tests.daemon_process import running_daemon, wait_for
-from tests.fleet import MANTIS, execute, line_ids, month_line, month_lines, rows, run_ids
+from tests.fleet import (
+    MANTIS,
+    count,
+    execute,
+    follow,
+    line_ids,
+    month_line,
+    month_lines,
+    rows,
+    run_ids,
+    stop,
+    valid_ids,
+)
 from tests.pg import PgServer, running_postgres
 from tests.rows import make_row
 from tests.stats_data import write_shard
@@ -26,52 +36,8 @@ from tests.stats_data import write_shard
 pytestmark = pytest.mark.slow
 
 
-def follow(url: str, data_dir: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            str(MANTIS),
-            "runs",
-            "ship",
-            "--to",
-            url,
-            "--data-dir",
-            str(data_dir),
-            "--follow",
-            "--interval",
-            "0.05",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
-
-
-def count(url: str) -> int:
-    try:
-        return int(rows(url, "SELECT count(*) FROM mantis.runs")[0][0])
-    except Exception:  # noqa: BLE001 - the schema may not exist yet, or the server be down
-        return -1
-
-
 def log_contents(data_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for _, path in list_shards(data_dir)}
-
-
-def valid_ids(content: bytes) -> list[str]:
-    ids = []
-    for raw in content.split(b"\n")[:-1]:
-        try:
-            ids.append(msgspec.json.decode(raw)["run_id"])
-        except (msgspec.DecodeError, TypeError, KeyError):
-            continue
-    return ids
 
 
 @pytest.fixture

@@ -8,6 +8,10 @@ NOTHING` (psycopg docs, "COPY"; style.md): the runs already there are skipped an
 duplicates. A catch-up thus costs about one plain COPY, a replay one staging pass. The cursor
 row is written in the same transaction, so a crash at any instant keeps all or nothing.
 
+An archive's lines begin with what its month's shard (or the archive it replaced) held, at
+the same offsets: when an archive is read again from the start, a line already dead-lettered
+there, the same bytes at the same offset, is not dead-lettered again (`dead_elsewhere`).
+
 A record PostgreSQL refuses although `validate` took it (a NUL character in a string, an
 integer beyond `bigint`, a key too long for an index) must not block the log behind it: the
 batch is then loaded again row by row, each under a savepoint, and the refused rows become
@@ -66,7 +70,11 @@ _INSERT_ONE: Final = sql.SQL(
 _DEAD: Final = sql.SQL(
     "INSERT INTO mantis.dead_letters "
     "(source_id, shard, byte_offset, raw_sha256, raw, raw_length, reason) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    "SELECT %(source)s, %(shard)s, %(offset)s, %(digest)s, %(raw)s, %(length)s, %(reason)s "
+    "WHERE NOT EXISTS (SELECT FROM mantis.dead_letters WHERE source_id = %(source)s "
+    "AND shard = ANY(%(elsewhere)s::text[]) AND byte_offset = %(offset)s "
+    "AND raw_sha256 = %(digest)s) "
+    "ON CONFLICT DO NOTHING"
 )
 _CURSOR: Final = sql.SQL(
     "INSERT INTO mantis.cursors "
@@ -117,8 +125,13 @@ class Loader:
         rows = self.conn.execute(CURSORS, (self.source_id,)).fetchall()
         return {row[0]: cursor_of(row) for row in rows}
 
-    def commit(self, batch: Converted, cursor: Cursor) -> Committed:
+    def commit(
+        self, batch: Converted, cursor: Cursor, *, dead_elsewhere: Sequence[str] = ()
+    ) -> Committed:
         """Load `batch` and move `cursor`, in one transaction (or raise, having done nothing).
+
+        `dead_elsewhere`: the files whose dead letters, at the same offset and of the same
+        bytes, are this file's (see the module's docstring).
 
         A month partition dropped since this connection listed them (retention) is made
         again, and the batch tried once more, rather than its rows refused.
@@ -131,7 +144,7 @@ class Loader:
             try:
                 with self.conn.transaction():
                     done = self._bulk(batch.records)
-                    done.dead_lettered = self._dead(cursor.shard, batch.dead)
+                    done.dead_lettered = self._dead(cursor.shard, batch.dead, dead_elsewhere)
                     self._move(cursor)
                 return done
             except errors.CheckViolation as exc:
@@ -142,7 +155,8 @@ class Loader:
                 break  # nothing was committed; find the refused rows one by one
         with self.conn.transaction():
             done, refused = self._one_by_one(batch.records, batch.lines)
-            done.dead_lettered = self._dead(cursor.shard, [*batch.dead, *refused])
+            dead = [*batch.dead, *refused]
+            done.dead_lettered = self._dead(cursor.shard, dead, dead_elsewhere)
             self._move(cursor)
         return done
 
@@ -193,14 +207,23 @@ class Loader:
                 done.duplicates += 1 - cur.rowcount
         return done, refused
 
-    def _dead(self, shard: str, dead: Sequence[DeadLetter]) -> int:
+    def _dead(self, shard: str, dead: Sequence[DeadLetter], elsewhere: Sequence[str]) -> int:
         if not dead:
             return 0
         with self.conn.cursor() as cur:
             cur.executemany(
                 _DEAD,
                 [
-                    (self.source_id, shard, d.offset, d.digest, d.raw, d.length, _text(d.reason))
+                    {
+                        "source": self.source_id,
+                        "shard": shard,
+                        "offset": d.offset,
+                        "digest": d.digest,
+                        "raw": d.raw,
+                        "length": d.length,
+                        "reason": _text(d.reason),
+                        "elsewhere": list(elsewhere),
+                    }
                     for d in dead
                 ],
             )

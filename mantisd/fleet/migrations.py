@@ -17,7 +17,8 @@ Tables (version 1):
 - `sources`: one row per data dir (`source_id`) with its label (the pod's name).
 - `cursors`: per source and shard, how far the shipper got (committed with the rows), and
   what identifies the file: device, inode, hashes of its first line and of the bytes before
-  the offset.
+  the offset. An archive of a month has its own row, by its name, in the same columns (of
+  its decompressed content: `mantisd.fleet.cursor`).
 - `dead_letters`: lines that are not valid rows, with source, shard, offset, raw bytes, reason.
 """
 

@@ -1,9 +1,12 @@
 """Reading a month shard forward from a byte offset, complete lines only.
 
 The shipper's side of the log (`mantisd.reader` reads newest first; this reads oldest first,
-from where the last commit stopped). Nothing in the data dir is trusted (design.md, "Trust"):
-`runs_log/` and each shard are opened relative to their directory's fd without following
-links, and only a regular file is read (`mantisd.safe_fs`).
+from where the last commit stopped). The same functions read an archive's decompressed
+content (`mantisd.fleet.archive_file`), given as a `ReadAt` instead of a file descriptor.
+
+Nothing in the data dir is trusted (design.md, "Trust"): `runs_log/` and each shard are
+opened relative to their directory's fd without following links, and only a regular file is
+read (`mantisd.safe_fs`).
 
 A line counts only once its `\\n` is there: a partial last line (a writer mid-append, or a
 torn tail left by a crash, which the next writer terminates) is never consumed. The size read
@@ -22,7 +25,7 @@ import time
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from mantisd import safe_fs
 from mantisd.paths import RUNS_LOG, SHARD_RE
@@ -37,6 +40,24 @@ _SCAN_BLOCK: Final = 1 << 20
 _LOCK_WAIT_S: Final = 2.0
 
 
+class ReadAt(Protocol):
+    """Bytes read by offset, like `os.pread` on a file: an archive's decompressed content
+    (`mantisd.fleet.archive_file`). Fewer bytes than asked: the readable content ends there."""
+
+    def pread(self, size: int, offset: int) -> bytes: ...
+
+
+#: What the functions below read: a file descriptor, or decompressed content.
+Content = int | ReadAt
+
+
+def pread(content: Content, size: int, offset: int) -> bytes:
+    """`size` bytes of `content` at `offset` (fewer at its end)."""
+    if isinstance(content, int):
+        return os.pread(content, size, offset)
+    return content.pread(size, offset)
+
+
 @dataclass(frozen=True)
 class OpenShard:
     """A shard opened for reading: its fd, identity (device, inode), stable size and mtime."""
@@ -47,6 +68,23 @@ class OpenShard:
     inode: int
     size: int
     mtime_ns: int
+
+    @property
+    def content(self) -> Content:
+        return self.fd
+
+    @property
+    def seen(self) -> tuple[int, ...]:
+        """What `quick_identity` says of the shard while nothing was written to it since."""
+        return self.device, self.inode, self.size, self.mtime_ns
+
+    @property
+    def damage(self) -> None:
+        """A shard is never damaged (an archive may be: `mantisd.fleet.archive_file`)."""
+        return None
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 @dataclass
@@ -136,11 +174,11 @@ def stable_size(fd: int) -> int:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def fingerprint(fd: int, size: int) -> bytes | None:
+def fingerprint(content: Content, size: int) -> bytes | None:
     """SHA-256 of the first line (with its `\\n`; its first 4 KiB when longer), or None while
     the file holds no complete first line. A shard whose fingerprint changed is another file,
     whatever its inode says."""
-    head = os.pread(fd, min(FINGERPRINT_BYTES, size), 0)
+    head = pread(content, min(FINGERPRINT_BYTES, size), 0)
     cut = head.find(b"\n")
     if cut >= 0:
         head = head[: cut + 1]
@@ -149,21 +187,21 @@ def fingerprint(fd: int, size: int) -> bytes | None:
     return hashlib.sha256(head).digest()
 
 
-def tail_mark(fd: int, offset: int) -> bytes | None:
+def tail_mark(content: Content, offset: int) -> bytes | None:
     """SHA-256 of the (at most 4 KiB) bytes just before `offset`: a file truncated and grown
     back past a cursor between two runs has other bytes there (appends never change them)."""
     if offset <= 0:
         return None
     start = max(0, offset - FINGERPRINT_BYTES)
-    return hashlib.sha256(os.pread(fd, offset - start, start)).digest()
+    return hashlib.sha256(pread(content, offset - start, start)).digest()
 
 
-def read_chunk(fd: int, start: int, stop: int, *, max_bytes: int, max_lines: int) -> Chunk:
+def read_chunk(content: Content, start: int, stop: int, *, max_bytes: int, max_lines: int) -> Chunk:
     """The complete lines in `[start, stop)`, at most `max_bytes` and `max_lines` of them."""
     want = min(max_bytes, stop - start)
     if want <= 0:
         return Chunk(start, [], start)
-    data = os.pread(fd, want, start)
+    data = pread(content, want, start)
     cut = data.rfind(b"\n")
     if cut >= 0:
         lines = data[:cut].split(b"\n")
@@ -173,14 +211,14 @@ def read_chunk(fd: int, start: int, stop: int, *, max_bytes: int, max_lines: int
         return Chunk(start, lines, start + sum(map(len, lines)) + len(lines))
     if len(data) < max_bytes:
         return Chunk(start, [], start)  # an incomplete last line: left for later
-    return _oversized(fd, start, start + len(data), stop, data[:KEEP_BYTES])
+    return _oversized(content, start, start + len(data), stop, data[:KEEP_BYTES])
 
 
-def _oversized(fd: int, start: int, pos: int, stop: int, head: bytes) -> Chunk:
+def _oversized(content: Content, start: int, pos: int, stop: int, head: bytes) -> Chunk:
     """The line at `start` is longer than a batch (no `\n` before `pos`): find its end
     without holding it."""
     while pos < stop:
-        block = os.pread(fd, min(_SCAN_BLOCK, stop - pos), pos)
+        block = pread(content, min(_SCAN_BLOCK, stop - pos), pos)
         if not block:
             break
         newline = block.find(b"\n")

@@ -8,15 +8,24 @@ again from the start) is skipped by the table's key. The database being down nev
 line: nothing is marked shipped until its transaction committed; `--follow` retries with
 backoff forever, a one-shot run stops with an error.
 
-Shards are read oldest first; while one batch is in the database, a helper thread reads and
-validates the next. `--follow` polls: a quiet shard costs one `stat` per pass, so
-the lag from a row's fsync to it being queryable is at most the poll interval plus one batch.
+Archives are shipped as well, each as a file of its own with a cursor of its own
+(`mantisd.fleet.log_files`, `cursor.archive_start`): a month archived while the shipper was
+behind (the database away for a while, the shipper stopped) is shipped from where its shard's
+cursor stopped, and an archive made again with late rows from where the old one's stopped.
+An archive nothing proves shipped is read from its start: what was shipped of it already is
+skipped by the key and counted as duplicates. Its content is decompressed a frame at a time,
+never a month in memory. A damaged archive is named on stderr (and fails a one-shot run) but
+blocks nothing: the lines before the damage are shipped, every other file too, and
+`--follow` goes on; it is read again once it changes (restored, or moved aside).
+
+Files are read oldest month first; while one batch is in the database, a helper thread reads
+and validates the next. `--follow` polls: a quiet file costs one `stat` per pass, so the lag
+from a row's fsync to it being queryable is at most the poll interval plus one batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import random
 import select
@@ -31,24 +40,21 @@ from typing import Any, Final
 
 import psycopg
 
-from mantisd import safe_fs
-from mantisd.fleet.cursor import Cursor, resume_offset
+from mantisd import compressed, safe_fs
+from mantisd.fleet.cursor import Cursor
 from mantisd.fleet.database import first_line
 from mantisd.fleet.loader import Committed, Loader
+from mantisd.fleet.log_files import (
+    Opened,
+    dead_letters_elsewhere,
+    log_files,
+    open_log_file,
+    start_of,
+)
 from mantisd.fleet.migrations import migrate
 from mantisd.fleet.records import Converted, convert
-from mantisd.fleet.shard_file import (
-    Chunk,
-    OpenShard,
-    fingerprint,
-    open_log_dir,
-    open_shard,
-    quick_identity,
-    read_chunk,
-    shard_names,
-    tail_mark,
-)
-from mantisd.paths import runs_log_dir
+from mantisd.fleet.shard_file import Chunk, open_log_dir, quick_identity, read_chunk, tail_mark
+from mantisd.paths import LogFile, runs_log_dir
 from mantisd.source_id import SourceIdentity
 
 #: A batch: at most this many bytes of lines (about 25,000 rows of ~650 bytes) ...
@@ -78,7 +84,8 @@ CONNECT_OPTIONS: Final = {
 
 @dataclass
 class ShipReport:
-    """What a run shipped, per shard (in the order shards were read), and what went wrong."""
+    """What a run shipped, per file (shard or archive, in the order they were read), and what
+    went wrong."""
 
     shards: dict[str, Committed] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -243,82 +250,142 @@ class Shipper:
         return now
 
     def ship_pass(self, report: ShipReport, stop: Stopper | None = None) -> None:
-        """One pass over every shard, oldest first."""
+        """One pass over every shard and archive (`log_files` order)."""
         log_fd = open_log_dir(self.data_dir)
         if log_fd is None:
             return  # nothing logged yet
         try:
-            for name in shard_names(log_fd):
+            files = log_files(log_fd, self.log_path)
+            read: set[str] = set()
+            while files:
                 if stop is not None and stop.is_set():
                     return
+                file = files.pop(0)
+                read.add(file.path.name)
                 try:
-                    self._ship_shard(log_fd, name, report, stop)
+                    self._ship_file(log_fd, file, report, stop)
                 except FileNotFoundError:
-                    continue  # archived away since the listing: nothing to read now
+                    if not file.compressed:  # archived since the listing: ship its archive now
+                        files[:0] = self._archives_since(log_fd, file, read)
+                except ImportError:
+                    self._problem(report, f"{file.path}: not shipped: needs zstandard")
                 except OSError as exc:  # unreadable, or not a regular file: never followed
-                    problem = f"{self.log_path / name}: not shipped: {exc.strerror or exc}"
+                    problem = f"{file.path}: not shipped: {exc.strerror or exc}"
                     if isinstance(exc, safe_fs.UnsafeEntryError):
                         problem = f"{exc.filename}: not shipped: {exc.strerror}"
-                    report.problems.append(problem)
-                    if problem not in self._complained:
-                        self._complained.add(problem)
-                        self.say(problem)
+                    self._problem(report, problem)
         finally:
             os.close(log_fd)
 
-    def _ship_shard(self, log_fd: int, name: str, report: ShipReport, stop: Stopper | None) -> None:
-        """Ship what is new in one shard, batch after batch.
+    def _archives_since(self, log_fd: int, gone: LogFile, read: set[str]) -> list[LogFile]:
+        """The archives of `gone`'s month not read in this pass (`mantis runs archive` writes
+        the archive before it removes the shard, so the shard's rows are in them)."""
+        return [
+            file
+            for file in log_files(log_fd, self.log_path)
+            if file.month == gone.month and file.compressed and file.path.name not in read
+        ]
+
+    def _problem(self, report: ShipReport, problem: str) -> None:
+        """Count a file that could not be shipped (in full); say it once per process."""
+        report.problems.append(problem)
+        if problem not in self._complained:
+            self._complained.add(problem)
+            self.say(problem)
+
+    def _ship_file(
+        self, log_fd: int, file: LogFile, report: ShipReport, stop: Stopper | None
+    ) -> None:
+        """Ship what is new in one shard or archive, then say if the archive is damaged."""
+        name = file.path.name
+        seen = quick_identity(log_fd, name)
+        if seen is not None and self._read_up_to.get(name) == seen:
+            return  # untouched since this process read it to its end
+        try:
+            opened = open_log_file(log_fd, self.log_path, file)
+        except compressed.DamagedArchive as exc:  # no seek table, and damaged: none readable
+            if seen is not None:
+                self._read_up_to[name] = seen  # tried again once it changes
+            self._problem(
+                report, f"{file.path}: damaged ({exc}): not shipped; restore it, or move it aside"
+            )
+            return
+        try:
+            read_to_end = self._ship_opened(opened, file, report, stop)
+        finally:
+            opened.close()
+        if not read_to_end:
+            return
+        self._read_up_to[name] = opened.seen
+        if opened.damage is not None:
+            self._problem(
+                report,
+                f"{file.path}: damaged ({opened.damage}): shipped up to where it can be read; "
+                "restore it, or move it aside",
+            )
+
+    def _ship_opened(
+        self, opened: Opened, file: LogFile, report: ShipReport, stop: Stopper | None
+    ) -> bool:
+        """Ship `opened` batch after batch; True when it was read to its end (not stopped).
 
         The next batch is read and validated in a helper thread while the current one is in
         the database (the connection waits without the GIL): both CPUs work during a catch-up.
         """
         assert self.loader is not None
-        cursor = self.cursors.get(name)
-        seen = quick_identity(log_fd, name)
-        if seen is not None and self._read_up_to.get(name) == seen:
-            return  # untouched since this process read it to its end
-        shard = open_shard(log_fd, self.log_path, name)
-        ahead: Future[tuple[Chunk, Converted]] | None = None
+        name = opened.name
+        position, mark, why = start_of(opened, file, self.cursors)
+        if why and (name, opened.device, opened.inode) not in self._announced:
+            self._announced.add((name, opened.device, opened.inode))
+            self.say(f"{name}: {why}: shipping it again from the start")
+        elsewhere = dead_letters_elsewhere(file)
+        ahead: Future[tuple[Chunk, Converted, bytes | None]] | None = None
         try:
-            mark = fingerprint(shard.fd, shard.size)
-            tail_at = functools.partial(tail_mark, shard.fd)
-            position, why = resume_offset(cursor, shard, mark, tail_at)
-            if why and (name, shard.device, shard.inode) not in self._announced:
-                self._announced.add((name, shard.device, shard.inode))
-                self.say(f"{name}: {why}: shipping it again from the start")
-            ahead = self._prepare(shard, position)
-            while not (stop is not None and stop.is_set()):
-                chunk, batch = ahead.result()
+            ahead = self._prepare(opened, position)
+            while True:
+                if stop is not None and stop.is_set():
+                    return False
+                chunk, batch, tail = ahead.result()
                 ahead = None
                 if chunk.end == position:  # only an incomplete last line is left, if anything
-                    self._read_up_to[name] = (shard.device, shard.inode, shard.size, shard.mtime_ns)
                     break
-                if chunk.end < shard.size:
-                    ahead = self._prepare(shard, chunk.end)
-                moved = Cursor(name, shard.device, shard.inode, mark, chunk.end, tail_at(chunk.end))
-                report.add(name, self.loader.commit(batch, moved))
+                if chunk.end < opened.size:
+                    ahead = self._prepare(opened, chunk.end)
+                moved = Cursor(name, opened.device, opened.inode, mark, chunk.end, tail)
+                report.add(name, self.loader.commit(batch, moved, dead_elsewhere=elsewhere))
                 self.cursors[name] = moved
                 position = chunk.end
                 if ahead is None:
-                    self._read_up_to[name] = (shard.device, shard.inode, shard.size, shard.mtime_ns)
                     break
         finally:
             if ahead is not None:
-                wait([ahead])  # its reads use the fd: never close it under them
-            os.close(shard.fd)
+                wait([ahead])  # its reads use the file: never close it under them
+        # A file started past where its own cursor says (an archive going on from its
+        # shard's) gets a cursor of its own, so that it never depends on the other's again.
+        here = Cursor(
+            name, opened.device, opened.inode, mark, position, tail_mark(opened.content, position)
+        )
+        if position and self.cursors.get(name) != here:
+            self.loader.commit(Converted(), here)
+            self.cursors[name] = here
+        return True
 
-    def _prepare(self, shard: OpenShard, position: int) -> Future[tuple[Chunk, Converted]]:
-        """Read and validate the batch at `position` in the helper thread."""
+    def _prepare(
+        self, opened: Opened, position: int
+    ) -> Future[tuple[Chunk, Converted, bytes | None]]:
+        """Read and validate the batch at `position` (and the tail mark at its end) in the
+        helper thread."""
 
-        def work() -> tuple[Chunk, Converted]:
+        def work() -> tuple[Chunk, Converted, bytes | None]:
             chunk = read_chunk(
-                shard.fd,
+                opened.content,
                 position,
-                shard.size,
+                opened.size,
                 max_bytes=self.batch_bytes,
                 max_lines=self.batch_rows,
             )
-            return chunk, convert(chunk, self.source.source_id)
+            batch = convert(chunk, self.source.source_id)
+            return chunk, batch, tail_mark(opened.content, chunk.end)
 
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="mantis-ship-read")

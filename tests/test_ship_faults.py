@@ -58,9 +58,11 @@ def test_kill_9_at_random_points_then_resume(pg_url: str, data_dir: Path) -> Non
         for at in range(500, 4000, 997):
             lines.insert(at, b'{"torn row\n')
         write_shard(data_dir, month, lines)
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 60
     kills = interrupted = 0
-    while time.monotonic() < deadline and kills < 12:
+    # 12 kills, and more (up to 40) until at least 3 of them landed mid-ship: on a loaded
+    # machine a kill often lands before the first batch or after the last.
+    while time.monotonic() < deadline and (kills < 12 or interrupted < 3) and kills < 40:
         before = max(count(pg_url), 0)
         proc = subprocess.Popen(
             [

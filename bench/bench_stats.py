@@ -1,6 +1,6 @@
 """Benchmark `mantis runs stats` against DuckDB and a naive stdlib `json` loop (issue 2).
 
-Usage: .venv/bin/python bench/bench_stats.py [--repeat 5] [--data DIR]
+Usage: .venv/bin/python bench/bench_stats.py [--repeat 5] [--data DIR] [--cache]
 
 Data: made by `mantisd.sample.generate` under bench/data/ (git-ignored), once: one month of
 100,000 rows and ten months of 1,000,000 rows, ending 2026-10. Every figure is the best of
@@ -14,6 +14,12 @@ anything is timed.
 - DuckDB (process): the same query as a `python -c "import duckdb ..."` subprocess, the
   like-for-like figure next to mantis's.
 - naive: `json.loads` per line, newest first, in this process (timed once: it is slow).
+
+`--cache` (issue 13): only the columnar cache's figures, on the one-workflow datasets (1M
+and 3M rows): mantis cold (its cache dir emptied before each run: it builds the cache),
+warm, and without the cache (`MANTIS_CACHE=off`), against DuckDB on the JSONL and on a
+Parquet copy (made once with DuckDB's `COPY ... PARTITION_BY (month)`), in-process and as a
+process; interleaved, best of `--repeat`; CPU seconds per row, and peak RSS.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -70,7 +79,7 @@ def dataset(root: Path, name: str, rows: int, months: int, workflows: int = WORK
 # ---------------------------------------------------------------------- engines
 
 
-def run_mantis(data_dir: Path, last: int) -> Percentiles:
+def run_mantis(data_dir: Path, last: int, env: dict[str, str] | None = None) -> Percentiles:
     proc = subprocess.run(
         [
             str(MANTIS),
@@ -86,6 +95,7 @@ def run_mantis(data_dir: Path, last: int) -> Percentiles:
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     document: dict[str, Any] = json.loads(proc.stdout)
     result: Percentiles = document["percentiles"]
@@ -137,12 +147,143 @@ def duckdb_query(data_dir: Path, last: int) -> Percentiles:
     return result
 
 
-def duckdb_process(data_dir: Path, last: int) -> None:
+def duckdb_process(data_dir: Path, last: int, flag: str = "--duckdb-child") -> None:
     subprocess.run(
-        [sys.executable, __file__, "--duckdb-child", str(data_dir), str(last)],
+        [sys.executable, __file__, flag, str(data_dir), str(last)],
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+def parquet_copy(data_dir: Path) -> Path:
+    """A Parquet copy of a dataset (the declared columns, buckets flattened), partitioned by
+    month; made once."""
+    import duckdb
+
+    target = data_dir.with_name(data_dir.name + "-parquet")
+    marker = target / "complete"
+    if not marker.exists():
+        shutil.rmtree(target, ignore_errors=True)
+        params = duckdb_params(data_dir, 0)
+        buckets = ", ".join(f"wall_time_breakdown.{b} AS {b}" for b in BUCKETS)
+        with duckdb.connect() as con:
+            con.execute(
+                f"COPY (SELECT run_id, workflow_id, status, finished_at, {TOTAL}, {buckets}, "
+                "strftime(finished_at, '%Y-%m') AS month "
+                "FROM read_ndjson($files, columns=$columns)) "
+                f"TO '{target}' (FORMAT parquet, PARTITION_BY (month))",
+                {"files": params["files"], "columns": params["columns"]},
+            )
+        marker.write_text("ok\n")
+    return target
+
+
+def duckdb_parquet_query(target: Path, last: int) -> Percentiles:
+    """The same question of DuckDB, over the Parquet copy."""
+    import duckdb
+
+    cells = ", ".join(f"quantile_cont({b}, $q) AS {b}" for b in (*BUCKETS, TOTAL))
+    sql = (
+        "WITH sel AS (SELECT * FROM read_parquet($glob, hive_partitioning = true) "
+        "WHERE workflow_id = $workflow AND status = 'succeeded' "
+        "ORDER BY finished_at DESC LIMIT $last) "
+        f"SELECT count(*) AS run_count, {cells} FROM sel"
+    )
+    params = {
+        "glob": f"{target}/month=*/*.parquet",
+        "workflow": WORKFLOW,
+        "last": last,
+        "q": list(QUANTILES),
+    }
+    with duckdb.connect() as con:
+        cursor = con.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        row = cursor.fetchone()
+    assert row is not None
+    result: Percentiles = {
+        name: dict(zip(("p50", "p95", "p99"), values, strict=True))
+        for name, values in zip(names[1:], row[1:], strict=True)
+        if values[0] is not None
+    }
+    result["run_count"] = {"n": row[0]}
+    return result
+
+
+def cpu_of(action: Any) -> float:
+    """CPU seconds (user + system) `action`'s child processes used, workers included."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    action()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def cache_case(title: str, data_dir: Path, last: int, repeat: int) -> None:
+    """mantis cold, warm and without the cache, against DuckDB on JSONL and on Parquet."""
+    target = parquet_copy(data_dir)
+    home = Path(tempfile.mkdtemp(prefix="mantis-bench-cache-"))
+    warm_env = {**os.environ, "XDG_CACHE_HOME": str(home)}
+    off_env = {**warm_env, "MANTIS_CACHE": "off"}
+
+    def cold() -> Percentiles:
+        shutil.rmtree(home / "mantis", ignore_errors=True)
+        return run_mantis(data_dir, last, warm_env)
+
+    def warm() -> Percentiles:
+        return run_mantis(data_dir, last, warm_env)
+
+    off = run_mantis(data_dir, last, off_env)
+    for name, answer in (("cold", cold()), ("warm", warm())):
+        same(off, answer, f"{title}: mantis {name} vs without the cache")
+    same(off, duckdb_query(data_dir, last), f"{title}: mantis vs DuckDB (JSONL)")
+    same(off, duckdb_parquet_query(target, last), f"{title}: mantis vs DuckDB (Parquet)")
+    runs = off["run_count"]["n"]
+    sides = {
+        "mantis cold": cold,
+        "mantis warm": warm,
+        "mantis, no cache": lambda: run_mantis(data_dir, last, off_env),
+        "DuckDB JSONL query": lambda: duckdb_query(data_dir, last),
+        "DuckDB JSONL process": lambda: duckdb_process(data_dir, last),
+        "DuckDB Parquet query": lambda: duckdb_parquet_query(target, last),
+        "DuckDB Parquet process": lambda: duckdb_process(target, last, "--parquet-child"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeat):  # interleaved: a burst of load cannot favour one side
+        for name, action in sides.items():
+            started = time.perf_counter()
+            cpus[name].append(cpu_of(action))
+            times[name].append(time.perf_counter() - started)
+    best = {name: min(values) for name, values in times.items()}
+    rows = sum(1 for _ in open_lines(data_dir))
+    print(f"{title}: {rows:,} rows, {int(runs):,} runs agree (best of {repeat}, interleaved)")
+    for name in sides:
+        cpu = min(cpus[name])
+        per_row = f"{cpu / rows * 1e6:.2f} us CPU/row" if name.startswith("mantis") else ""
+        per_row += f", {cpu / runs * 1e6:.2f} us/run" if name == "mantis warm" else ""
+        print(
+            f"  {name:24} {best[name] * 1000:7.0f} ms  cpu {cpu * 1000:6.0f} ms  {per_row}",
+            flush=True,
+        )
+    for name, peer in (
+        ("mantis warm", "DuckDB Parquet query"),
+        ("mantis warm", "DuckDB Parquet process"),
+        ("mantis cold", "DuckDB JSONL query"),
+        ("mantis cold", "DuckDB JSONL process"),
+    ):
+        print(f"  {name} / {peer}: {best[name] / best[peer]:.2f}x")
+    argv = [str(MANTIS), "runs", "stats", WORKFLOW, "--last", str(last), "--data-dir"]
+    for name, prepare in (("cold", lambda: shutil.rmtree(home / "mantis", True)), ("warm", None)):
+        if prepare:
+            prepare()
+        largest, tree = peak_rss_mb([*argv, str(data_dir)], env=warm_env, before=prepare)
+        print(f"  peak RSS {name}: largest process {largest:.0f} MB, process tree {tree:.0f} MB")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def open_lines(data_dir: Path) -> Any:
+    for _, path in list_shards(data_dir):
+        with open(path, "rb") as f:
+            yield from f
 
 
 def naive(data_dir: Path, last: int) -> Percentiles:
@@ -189,7 +330,9 @@ def same(a: Percentiles, b: Percentiles, what: str) -> None:
             assert abs(value - other) <= 1e-6, f"{what}: {bucket} {name}: {value} != {other}"
 
 
-def peak_rss_mb(argv: list[str]) -> tuple[float, float]:
+def peak_rss_mb(
+    argv: list[str], env: dict[str, str] | None = None, before: Any = None
+) -> tuple[float, float]:
     """(largest single process, sampled sum over the process tree) peak RSS, in MB.
 
     The largest single process is `ru_maxrss` of the children of a fresh wrapper process (so
@@ -203,10 +346,16 @@ def peak_rss_mb(argv: list[str]) -> tuple[float, float]:
     )
     largest_kb = int(
         subprocess.run(
-            [sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, check=True
+            [sys.executable, "-c", wrapper, *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
         ).stdout
     )
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    if before is not None:
+        before()  # the same state for the second run (e.g. an empty cache again)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=env)
     peak_sum = 0
     done = threading.Event()
 
@@ -245,10 +394,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--data", type=Path, default=HERE / "data")
+    parser.add_argument("--cache", action="store_true", help="only the cache's figures")
     parser.add_argument("--duckdb-child", nargs=2, metavar=("DATA_DIR", "LAST"))
+    parser.add_argument("--parquet-child", nargs=2, metavar=("PARQUET_DIR", "LAST"))
     args = parser.parse_args()
     if args.duckdb_child:
         print(json.dumps(duckdb_query(Path(args.duckdb_child[0]), int(args.duckdb_child[1]))))
+        return
+    if args.parquet_child:
+        target, last = Path(args.parquet_child[0]), int(args.parquet_child[1])
+        print(json.dumps(duckdb_parquet_query(target, last)))
+        return
+    if args.cache:
+        print(f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
+        for rows, name in (
+            (1_000_000, "ten-months-1m-one-workflow"),
+            (3_000_000, "ten-months-3m-one-workflow"),
+        ):
+            data_dir = dataset(args.data, name, rows, 10, workflows=1)
+            title = f"{rows // 1_000_000}M rows of one workflow, 10 months, --last {rows}"
+            cache_case(title, data_dir, rows, args.repeat)  # every run: linear in the rows
         return
 
     one = dataset(args.data, "one-month-100k", 100_000, 1)

@@ -67,8 +67,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Before any test: make this checkout importable by children demoted to `nobody`."""
+    """Before any test: make this checkout importable by children demoted to `nobody`, and
+    send the stats cache (`$XDG_CACHE_HOME/mantis/`) to a directory of the session's own,
+    never into the real home."""
     _unprivileged.prepare()
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mantis-test-cache-")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -77,3 +80,4 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _unprivileged.cleanup()
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)

@@ -7,9 +7,12 @@ neither may drag in anyio (nor the client click).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def modules_after_import(module: str) -> set[str]:
@@ -73,3 +76,41 @@ def test_mantis_without_a_database_never_imports_psycopg(tmp_path: Path) -> None
     loaded = {name.partition(".")[0] for name in json.loads(proc.stderr.splitlines()[-1])}
     assert "mantisd" in loaded and "click" in loaded
     assert not loaded & {"psycopg", "psycopg_binary", "psycopg_c", "anyio"}
+
+
+@pytest.mark.parametrize("module", ["mantis_client", "mantisd.daemon.cli", "mantisd.cli"])
+def test_numpy_is_never_imported_by_the_client_the_daemon_or_the_cli(module: str) -> None:
+    """numpy is the stats cache's (`mantisd.stats.cached_query`), imported when a query
+    uses it: the runtime's client, the daemon and `mantis --help` never load it."""
+    assert "numpy" not in modules_after_import(module)
+
+
+@pytest.mark.parametrize(("cache", "loaded"), [(None, False), ("always", True)])
+def test_numpy_is_imported_only_for_queries_the_cache_answers(
+    tmp_path: Path, cache: str | None, loaded: bool
+) -> None:
+    """The default `stats`, `compare` and `trend` of a small log never pay for numpy; with
+    the cache in use they do (it is imported then, not before)."""
+    from tests.stats_data import write_golden
+
+    write_golden(tmp_path)
+    code = (
+        "import json, sys\n"
+        "from mantisd.cli import mantis\n"
+        "for args in (['stats', 'default__golden-v1'], ['compare', 'default__golden-v1'],\n"
+        "             ['trend', 'default__golden-v1']):\n"
+        "    try:\n"
+        f"        mantis(['runs', *args, '--data-dir', {str(tmp_path)!r}])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.__stderr__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MANTIS_CACHE"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    if cache:
+        env["MANTIS_CACHE"] = cache
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    modules = {name.partition(".")[0] for name in json.loads(proc.stderr.splitlines()[-1])}
+    assert ("numpy" in modules) is loaded

@@ -8,6 +8,9 @@ many old months are kept. `select_periods` (for `trend`) splits a window into pe
 Speed: rows are decoded a block at a time into lean structs that hold only what the query
 needs; the nine usual buckets decode into a struct (no per-row dict) and are gathered column by
 column at C speed. A row with another bucket name falls back to a dict, in a slower loop.
+
+Big queries (whole shards) are answered from the columnar cache instead, with the same
+answers (`mantisd.stats.cached_query`; which queries: `mantisd.stats.cache_mode`).
 """
 
 from __future__ import annotations
@@ -205,6 +208,10 @@ def select(
     """
     _ungrouped(query)
     months = shard_months(data_dir, query)
+    if _cache_wanted(data_dir, months, query, query.last):
+        from mantisd.stats import cached_query
+
+        return cached_query.select(data_dir, query, on_shard=on_shard, workers=workers)
     selection = Selection()
     seen: set[int] = set()
     parts = _parts(data_dir, months, query, selection, workers or default_workers())
@@ -236,6 +243,10 @@ def select_many(
         _ungrouped(query)
     if any(q.last < EAGER_FAN_OUT for q in queries):
         return [select(data_dir, q, on_shard=on_shard, workers=workers) for q in queries]
+    if any(_cache_wanted(data_dir, shard_months(data_dir, q), q, q.last) for q in queries):
+        from mantisd.stats import cached_query
+
+        return cached_query.select_many(data_dir, queries, on_shard=on_shard, workers=workers)
     jobs = [(i, month) for i, q in enumerate(queries) for month in shard_months(data_dir, q)]
     selections = [Selection() for _ in queries]
     seen: list[set[int]] = [set() for _ in queries]
@@ -278,6 +289,12 @@ def select_periods(
         until=min(edges[-1], query.until) if query.until else edges[-1],
     )
     months = shard_months(data_dir, window)
+    if _cache_wanted(data_dir, months, query, None):
+        from mantisd.stats import cached_query
+
+        return cached_query.select_periods(
+            data_dir, query, edges, on_shard=on_shard, workers=workers
+        )
     selections = [Selection() for _ in edges[1:]]
     report = ScanReport()
     seen: set[int] = set()
@@ -428,6 +445,16 @@ def _merge(selection: Selection, part: ShardPart, seen: set[int], last: int) -> 
             run = _sorted([column[i] for i in keep], name in part.partial)
         if run:
             selection.sorted_runs.setdefault(name, []).append(run)
+
+
+def _cache_wanted(data_dir: Path, months: list[str], query: StatsQuery, last: int | None) -> bool:
+    """Whether the columnar cache answers this query (`mantisd.stats.cache_mode`)."""
+    from mantisd.stats import cache_mode
+
+    def size() -> int:
+        return cache_mode.log_bytes(data_dir, months)
+
+    return cache_mode.wanted(query.breakdown, query.by, last, size)
 
 
 def _ungrouped(query: StatsQuery) -> None:

@@ -103,6 +103,41 @@ def parquet_option(f: F) -> F:
     )(f)
 
 
+def verdict_options(f: F) -> F:
+    """`--alpha`, `--min-effect` and `--correction`: how `compare` (and the report's compare
+    section) calls a bucket regressed."""
+    from mantisd.stats.effect import RelativeEffect
+
+    options = [
+        click.option(
+            "--alpha",
+            type=click.FloatRange(0, 1, min_open=True, max_open=True),
+            default=0.05,
+            show_default=True,
+            help="Significance level of the two-sided Mann-Whitney U test.",
+        ),
+        click.option(
+            "--min-effect",
+            type=RelativeEffect(),
+            default="5%",
+            show_default=True,
+            help="Smallest p50 change called a regression or improvement (5% or 0.05).",
+        ),
+        click.option(
+            "--correction",
+            type=click.Choice(["holm", "none"]),
+            default="holm",
+            show_default=True,
+            help="Multiple-test correction across the buckets (and groups) of the comparison: "
+            "Holm-Bonferroni keeps the chance of any false verdict under alpha; none tests "
+            "each bucket alone.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def time_option(
     flag: str, what: str, *, default: str | None = None, shown: str | None = None
 ) -> Callable[[F], F]:

@@ -22,10 +22,10 @@ from mantisd.cli.common import (
     parquet_option,
     status_option,
     time_option,
+    verdict_options,
 )
 from mantisd.cli.comparing import EXIT_REGRESSED, Judging, run_comparison
 from mantisd.stats.durations import TimeBound, check_window, format_instant
-from mantisd.stats.effect import RelativeEffect
 
 #: `--last` when not given: every run of the window.
 NO_CAP = sys.maxsize
@@ -53,29 +53,7 @@ NO_CAP = sys.maxsize
 )
 @buckets_option
 @status_option
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="Significance level of the two-sided Mann-Whitney U test.",
-)
-@click.option(
-    "--min-effect",
-    type=RelativeEffect(),
-    default="5%",
-    show_default=True,
-    help="Smallest p50 change called a regression or improvement (5% or 0.05).",
-)
-@click.option(
-    "--correction",
-    type=click.Choice(["holm", "none"]),
-    default="holm",
-    show_default=True,
-    help="Multiple-test correction across the buckets (and groups) of the comparison: "
-    "Holm-Bonferroni keeps the chance of any false verdict under alpha; none tests each "
-    "bucket alone.",
-)
+@verdict_options
 @click.option(
     "--fail-on-regression",
     is_flag=True,

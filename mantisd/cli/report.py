@@ -22,9 +22,9 @@ from mantisd.cli.common import (
     parquet_option,
     status_option,
     time_option,
+    verdict_options,
 )
 from mantisd.stats.durations import TimeBound
-from mantisd.stats.effect import RelativeEffect
 
 #: `--every auto`: days up to this many days of history, then weeks up to `WEEKS_UP_TO`.
 DAYS_UP_TO = 120
@@ -68,27 +68,7 @@ WEEKS_UP_TO = 730
     show_default=True,
     help="How many slowest runs to list.",
 )
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="Significance level of the comparison.",
-)
-@click.option(
-    "--min-effect",
-    type=RelativeEffect(),
-    default="5%",
-    show_default=True,
-    help="Smallest p50 change called a regression or improvement.",
-)
-@click.option(
-    "--correction",
-    type=click.Choice(["holm", "none"]),
-    default="holm",
-    show_default=True,
-    help="Multiple-test correction across the buckets.",
-)
+@verdict_options
 @data_dir_option
 @db_options
 @parquet_option

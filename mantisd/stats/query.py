@@ -97,6 +97,18 @@ class StatsQuery:
             raise ValueError(f"breakdown must be one of {', '.join(BREAKDOWNS)}")
         check_by(self.by)
 
+    def over_periods(self, edges: Sequence[dt.datetime]) -> StatsQuery:
+        """Every run of `edges[0] <= finished_at < edges[-1]`, clipped by this query's own
+        window, with no `last` cap: what `select_periods` reads, in every source."""
+        if len(edges) < 2 or list(edges) != sorted(edges):
+            raise ValueError("edges must be at least two instants in increasing order")
+        return dataclasses.replace(
+            self,
+            last=sys.maxsize,
+            since=max(edges[0], self.since) if self.since else edges[0],
+            until=min(edges[-1], self.until) if self.until else edges[-1],
+        )
+
 
 @dataclass
 class Selection:
@@ -279,15 +291,8 @@ def select_periods(
     run. Shards are read in parallel as in `select` (all at once), merged newest first, so a
     `run_id` seen in a newer shard is dropped from older ones, whatever its period.
     """
-    if len(edges) < 2 or list(edges) != sorted(edges):
-        raise ValueError("edges must be at least two instants in increasing order")
     _ungrouped(query)
-    window = dataclasses.replace(
-        query,
-        last=sys.maxsize,
-        since=max(edges[0], query.since) if query.since else edges[0],
-        until=min(edges[-1], query.until) if query.until else edges[-1],
-    )
+    window = query.over_periods(edges)
     months = shard_months(data_dir, window)
     if _cache_wanted(data_dir, months, query, None):
         from mantisd.stats import cached_query

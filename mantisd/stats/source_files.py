@@ -11,10 +11,8 @@ runs are held. With one data dir the files source keeps the log's own order.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -121,14 +119,7 @@ class DataDirs:
         on_shard: OnShard = None,
     ) -> tuple[list[Selection], ScanReport]:
         """As the files' `select_periods`: every run of the window, each `run_id` once."""
-        if len(edges) < 2 or list(edges) != sorted(edges):
-            raise ValueError("edges must be at least two instants in increasing order")
-        window = dataclasses.replace(
-            query,
-            last=sys.maxsize,
-            since=max(edges[0], query.since) if query.since else edges[0],
-            until=min(edges[-1], query.until) if query.until else edges[-1],
-        )
+        window = query.over_periods(edges)
         jobs = [(root, month) for month in self._months(window) for root in self.roots]
         selections = [Selection() for _ in edges[1:]]
         report = ScanReport()

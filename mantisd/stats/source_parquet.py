@@ -21,7 +21,6 @@ The same query objects as the files (`mantisd.stats.source`):
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import datetime as dt
 import sys
 from array import array
@@ -169,15 +168,8 @@ class ParquetSource:
         *,
         on_shard: OnShard = None,
     ) -> tuple[list[Selection], ScanReport]:
-        if len(edges) < 2 or list(edges) != sorted(edges):
-            raise ValueError("edges must be at least two instants in increasing order")
         _ungrouped(query)
-        window = dataclasses.replace(
-            query,
-            last=sys.maxsize,
-            since=max(edges[0], query.since) if query.since else edges[0],
-            until=min(edges[-1], query.until) if query.until else edges[-1],
-        )
+        window = query.over_periods(edges)
         if query.breakdown == COST:
             return _by_period(self.runs(window, ScanReport()), edges), ScanReport()
         selected, params = self._selected(window)

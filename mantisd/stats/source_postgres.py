@@ -27,9 +27,7 @@ The same query objects as the files (`mantisd.stats.source`), answered over `man
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
-import sys
 from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
@@ -220,15 +218,8 @@ class PostgresSource:
         *,
         on_shard: OnShard = None,
     ) -> tuple[list[Selection], ScanReport]:
-        if len(edges) < 2 or list(edges) != sorted(edges):
-            raise ValueError("edges must be at least two instants in increasing order")
         _ungrouped(query)
-        window = dataclasses.replace(
-            query,
-            last=sys.maxsize,
-            since=max(edges[0], query.since) if query.since else edges[0],
-            until=min(edges[-1], query.until) if query.until else edges[-1],
-        )
+        window = query.over_periods(edges)
         with self._reading():
             found = self._aggregated(window, [_PERIOD], {"edges": list(edges)})
         selections = [Selection() for _ in edges[1:]]

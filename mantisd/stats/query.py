@@ -131,6 +131,18 @@ class Selection:
     percentiles: dict[str, tuple[float, ...]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of_sorted_columns(
+        cls, run_count: int, columns: Iterable[tuple[str, Sequence[float] | None]]
+    ) -> Selection:
+        """A selection from an engine's already sorted values per bucket (None or empty:
+        nobody reported the bucket)."""
+        selection = cls(run_count=run_count)
+        for name, values in columns:
+            if values:
+                selection.sorted_runs[name] = [array("d", values)]
+        return selection
+
     def count(self, bucket: str) -> int:
         """How many selected runs reported `bucket`."""
         if bucket in self.counts:
@@ -218,7 +230,7 @@ def select(
     read shards in parallel, merged back in the log's order. (Forked children share the
     parent's `str` hash secret, so their `hash(run_id)` keys agree.)
     """
-    _ungrouped(query)
+    ungrouped(query)
     months = shard_months(data_dir, query)
     if _cache_wanted(data_dir, months, query, query.last):
         from mantisd.stats import cached_query
@@ -252,7 +264,7 @@ def select_many(
     stops as soon as it has enough runs.
     """
     for query in queries:
-        _ungrouped(query)
+        ungrouped(query)
     if any(q.last < EAGER_FAN_OUT for q in queries):
         return [select(data_dir, q, on_shard=on_shard, workers=workers) for q in queries]
     if any(_cache_wanted(data_dir, shard_months(data_dir, q), q, q.last) for q in queries):
@@ -291,7 +303,7 @@ def select_periods(
     run. Shards are read in parallel as in `select` (all at once), merged newest first, so a
     `run_id` seen in a newer shard is dropped from older ones, whatever its period.
     """
-    _ungrouped(query)
+    ungrouped(query)
     window = query.over_periods(edges)
     months = shard_months(data_dir, window)
     if _cache_wanted(data_dir, months, query, None):
@@ -462,7 +474,8 @@ def _cache_wanted(data_dir: Path, months: list[str], query: StatsQuery, last: in
     return cache_mode.wanted(query.breakdown, query.by, last, size)
 
 
-def _ungrouped(query: StatsQuery) -> None:
+def ungrouped(query: StatsQuery) -> None:
+    """ValueError for a grouped query where every source answers it with `select_groups`."""
     if query.by:
         raise ValueError("a grouped query is answered per group: see select_groups")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import sys
-from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -34,7 +33,7 @@ from mantisd.schema import BUCKETS, TOTAL
 from mantisd.stats.costs import COST, numeric_costs
 from mantisd.stats.grouping import extra_fields
 from mantisd.stats.percentiles import REPORTED
-from mantisd.stats.query import Selection, StatsQuery
+from mantisd.stats.query import Selection, StatsQuery, ungrouped
 from mantisd.stats.query_groups import Groups
 from mantisd.stats.run_selections import groups_of, selection_of
 from mantisd.stats.runs import RunView, error_value, in_order
@@ -124,7 +123,7 @@ class ParquetSource:
     def select(
         self, query: StatsQuery, *, on_shard: OnShard = None, percentiles: bool = False
     ) -> Selection:
-        _ungrouped(query)
+        ungrouped(query)
         if query.breakdown == COST:
             return selection_of(self.runs(query, ScanReport()))
         selected, params = self._selected(query)
@@ -168,7 +167,7 @@ class ParquetSource:
         *,
         on_shard: OnShard = None,
     ) -> tuple[list[Selection], ScanReport]:
-        _ungrouped(query)
+        ungrouped(query)
         window = query.over_periods(edges)
         if query.breakdown == COST:
             return _by_period(self.runs(window, ScanReport()), edges), ScanReport()
@@ -279,17 +278,9 @@ class ParquetSource:
         found = []
         for row in self._fetch(sql, params):
             key, (run_count, *columns) = tuple(row[: len(group)]), row[len(group) :]
-            selection = Selection(run_count=run_count)
-            for name, values in zip(names, columns, strict=True):
-                if values:
-                    selection.sorted_runs[name] = [array("d", values)]
-            found.append((key, selection))
+            columns_of = zip(names, columns, strict=True)
+            found.append((key, Selection.of_sorted_columns(run_count, columns_of)))
         return found
-
-
-def _ungrouped(query: StatsQuery) -> None:
-    if query.by:
-        raise ValueError("a grouped query is answered per group: see select_groups")
 
 
 def _seconds(cells: Sequence[Any]) -> dict[str, float]:

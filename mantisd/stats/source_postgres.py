@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -41,7 +40,7 @@ from mantisd.reader import ScanReport
 from mantisd.schema import BUCKETS, ROW_FIELDS, TOTAL
 from mantisd.stats.costs import COST, WALL_TIME
 from mantisd.stats.percentiles import REPORTED
-from mantisd.stats.query import Selection, StatsQuery
+from mantisd.stats.query import Selection, StatsQuery, ungrouped
 from mantisd.stats.query_groups import Groups
 from mantisd.stats.run_selections import add_to, groups_of
 from mantisd.stats.runs import RunView
@@ -196,7 +195,7 @@ class PostgresSource:
     def select(
         self, query: StatsQuery, *, on_shard: OnShard = None, percentiles: bool = False
     ) -> Selection:
-        _ungrouped(query)
+        ungrouped(query)
         with self._reading():
             if percentiles and query.breakdown != COST:
                 selected, params = self._selected(query)
@@ -218,7 +217,7 @@ class PostgresSource:
         *,
         on_shard: OnShard = None,
     ) -> tuple[list[Selection], ScanReport]:
-        _ungrouped(query)
+        ungrouped(query)
         window = query.over_periods(edges)
         with self._reading():
             found = self._aggregated(window, [_PERIOD], {"edges": list(edges)})
@@ -338,17 +337,9 @@ class PostgresSource:
         found = []
         for row in rows:
             key, (run_count, *columns) = tuple(row[: len(group)]), row[len(group) :]
-            selection = Selection(run_count=run_count)
-            for name, values in zip(names, columns, strict=True):
-                if values:
-                    selection.sorted_runs[name] = [array("d", values)]
-            found.append((key, selection))
+            columns_of = zip(names, columns, strict=True)
+            found.append((key, Selection.of_sorted_columns(run_count, columns_of)))
         return found
-
-
-def _ungrouped(query: StatsQuery) -> None:
-    if query.by:
-        raise ValueError("a grouped query is answered per group: see select_groups")
 
 
 def _bucket(name: str) -> sql.Composable:

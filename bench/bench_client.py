@@ -5,6 +5,11 @@ Targets (issue 4): healthy p50 within 2x of the direct write; absent p99 under 5
 
     .venv/bin/python bench/bench_client.py [--rows 2000] [--hung-rows 20] [--hung-timeout 0.2]
                                            [--fsync-delay-ms 2]
+    .venv/bin/python bench/bench_client.py --source /tmp/before [--rounds 8]
+
+`--source` compares the healthy path with another checkout's daemon instead: the direct write,
+this daemon and that one in turn, `--rounds` times (`--rows` calls each), every figure the
+median of the rounds' p50 (a shared machine's load moves between rounds, not within one).
 
 `--fsync-delay-ms` emulates a slower disk than this machine's (whose fsync may be a write-back
 cache's 0.2 ms): the run is re-executed under strace, which adds the delay after every fsync
@@ -96,13 +101,14 @@ def bench_client(socket_path: Path, data_dir: Path, rows: int, timeout: float) -
 
 
 @contextmanager
-def running_daemon(socket_path: Path, data_dir: Path) -> Iterator[None]:
-    """A real `mantisd` on `socket_path`, ready when it prints its ready line."""
+def running_daemon(socket_path: Path, data_dir: Path, source: Path = ROOT) -> Iterator[None]:
+    """A real `mantisd` (the one in `source`) on `socket_path`, ready when it says so."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mantisd.daemon", "--socket", str(socket_path)]
         + ["--data-dir", str(data_dir)],
         stderr=subprocess.PIPE,
         text=True,
+        cwd=source,  # `-m` imports `mantisd` from there first
     )
     try:
         assert proc.stderr is not None
@@ -143,12 +149,36 @@ def hung_daemon(socket_path: Path) -> Iterator[None]:
             conn.close()
 
 
+def healthy_side_by_side(base: Path, sock_dir: Path, source: Path, rows: int, rounds: int) -> None:
+    """The healthy path against another checkout's daemon, interleaved with the direct write."""
+    p50s: dict[str, list[float]] = {"direct write()+fsync": [], "this daemon": [], str(source): []}
+    with (
+        running_daemon(sock_dir / "a.sock", base / "a"),
+        running_daemon(sock_dir / "b.sock", base / "b", source),
+    ):
+        for n in range(rounds):
+            p50s["direct write()+fsync"].append(
+                percentiles(bench_direct(base / f"direct-{n}", rows))[0]
+            )
+            for name, sock in (("this daemon", "a.sock"), (str(source), "b.sock")):
+                samples = bench_client(sock_dir / sock, base / f"client-{n}", rows, timeout=1.0)
+                p50s[name].append(percentiles(samples)[0])
+    direct = statistics.median(p50s["direct write()+fsync"])
+    print(f"healthy append p50, median of {rounds} interleaved rounds of {rows} calls:")
+    for name, values in p50s.items():
+        p50 = statistics.median(values)
+        spread = f"{min(values):.3f}-{max(values):.3f}"
+        print(f"  {name:<36} {p50:>7.3f} ms  ({spread})  {p50 / direct:>5.2f}x the direct write")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000, help="appends per healthy/absent run")
     parser.add_argument("--hung-rows", type=int, default=20, help="appends against the hung one")
     parser.add_argument("--hung-timeout", type=float, default=0.2, help="client timeout (s)")
     parser.add_argument("--fsync-delay-ms", type=float, default=0.0, help="slow every fsync")
+    parser.add_argument("--source", type=Path, help="compare with this checkout's daemon")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds (--source)")
     args = parser.parse_args()
     reexec_with_slow_fsync(args.fsync_delay_ms)
 
@@ -158,6 +188,9 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="mtb-", dir="/tmp") as sockets,
     ):
         base, sock_dir = Path(work), Path(sockets)
+        if args.source:
+            healthy_side_by_side(base, sock_dir, args.source.resolve(), args.rows, args.rounds)
+            return
         results: dict[str, list[float]] = {}
         print("direct write + fsync ...", file=sys.stderr)
         results["direct write()+fsync"] = bench_direct(base / "direct", args.rows)

@@ -89,3 +89,28 @@ async def test_close_ends_the_thread() -> None:
     assert not thread.is_alive()
     assert await disk.run(int, "7") == 7  # a later call starts a fresh thread
     disk.close()
+
+
+async def test_the_idle_call_runs_on_the_thread_once_calls_stop_and_at_the_end() -> None:
+    """The writer lets go of the shards it holds open when idle: once per idle spell (an idle
+    daemon is not woken every few seconds), and once more when the thread ends."""
+    idle_threads: list[int] = []
+    went_idle = threading.Event()
+
+    def on_idle() -> None:
+        idle_threads.append(threading.get_ident())
+        went_idle.set()
+
+    disk = DiskThread("test-disk-idle", idle=(0.05, on_idle))
+    worker = await disk.run(threading.get_ident)
+    assert await anyio.to_thread.run_sync(went_idle.wait, 10)
+    await anyio.sleep(0.3)  # six idle periods more: still one call
+    assert idle_threads == [worker]
+    went_idle.clear()
+    assert await disk.run(threading.get_ident) == worker
+    assert await anyio.to_thread.run_sync(went_idle.wait, 10)
+    assert idle_threads == [worker, worker]
+    (thread,) = threads_named("test-disk-idle")
+    disk.close()
+    await anyio.to_thread.run_sync(thread.join, 10)
+    assert idle_threads == [worker] * 3

@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.daemon_process import all_run_ids, running_daemon, shard_lines
+from mantisd.daemon.writer import HOLD_IDLE
+from tests.daemon_process import all_run_ids, running_daemon, shard_lines, wait_for
 from tests.full_disk import shard_on_a_full_disk
 from tests.rows import RowFactory, utc
 
@@ -132,6 +133,35 @@ def test_shard_moved_away_while_running(
         assert [
             msgspec.json.decode(x)["run_id"] for x in shard_lines(data_dir, month_of(first))
         ] == [second["run_id"]]
+
+
+def fds_on(pid: int, path: Path) -> list[str]:
+    """What process `pid` has open on `path` (or on its inode once unlinked)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.removesuffix(" (deleted)") == str(path):
+            found.append(target)
+    return found
+
+
+def test_an_idle_daemon_lets_go_of_a_deleted_shard(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """The writer keeps the month it writes open between commits; a month deleted behind its
+    back (retention, an operator) must not stay allocated once rows stop coming."""
+    with running_daemon(short_tmp / "m.sock", data_dir) as d:
+        row = row_factory()
+        assert d.send_rows([row]) == [OK]
+        shard = (data_dir / "runs_log" / f"{month_of(row)}.jsonl").resolve()
+        assert fds_on(d.pid, shard) == [str(shard)], "held open between commits"
+        shard.unlink()
+        wait_for(lambda: not fds_on(d.pid, shard), timeout=HOLD_IDLE + 20)
+        assert d.send_rows([row_factory()]) == [OK]
+        assert len(shard_lines(data_dir, month_of(row))) == 1
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch to an unprivileged user")

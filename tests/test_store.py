@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 from mantisd.paths import list_shards, shard_path
 from mantisd.reader import Scanner, ScanReport, StatRow
 from mantisd.schema import ValidRow, validate
-from mantisd.store import StoreError, append, append_rows, group_by_shard
+from mantisd.store import OpenShards, StoreError, append, append_rows, group_by_shard
 from tests.full_disk import shard_on_a_full_disk
 from tests.rows import make_row
 
@@ -222,25 +222,44 @@ def test_concurrent_appenders_leave_whole_lines_and_every_row_once(
 # --- shards moved away -------------------------------------------------------------------------
 
 
-def test_a_shard_renamed_between_appends_gets_a_fresh_file(data_dir: Path) -> None:
+Appender = Callable[[Path, bytes], None]
+
+
+@pytest.fixture(params=["append", "held open"])
+def appender(request: pytest.FixtureRequest) -> Iterator[Appender]:
+    """`store.append`, and `OpenShards.append` (the daemon's), which keeps the shard open
+    between appends: whatever happens to the file meanwhile, both must behave alike."""
+    if request.param == "append":
+        yield append
+        return
+    shards = OpenShards()
+    yield shards.append
+    shards.close()
+
+
+def test_a_shard_renamed_between_appends_gets_a_fresh_file(
+    data_dir: Path, appender: Appender
+) -> None:
     shard = shard_path(data_dir, JAN)
     old, new = row_line(), row_line()
-    append(shard, old)
+    appender(shard, old)
     archived = shard.with_name("2026-01.jsonl.archived")
     shard.rename(archived)
-    append(shard, new)
+    appender(shard, new)
     assert archived.read_bytes() == old
     assert shard.read_bytes() == new
 
 
-def test_a_shard_deleted_between_appends_gets_a_fresh_file(data_dir: Path) -> None:
+def test_a_shard_deleted_between_appends_gets_a_fresh_file(
+    data_dir: Path, appender: Appender
+) -> None:
     shard = shard_path(data_dir, JAN)
     old, new = row_line(), row_line()
-    append(shard, old)
+    appender(shard, old)
     keeper = os.open(shard, os.O_RDONLY)  # keeps the unlinked inode readable
     try:
         shard.unlink()
-        append(shard, new)
+        appender(shard, new)
         assert os.fstat(keeper).st_size == len(old)
         assert os.pread(keeper, 4096, 0) == old
     finally:
@@ -570,3 +589,116 @@ def test_a_child_forked_during_an_append_does_not_keep_the_shards_lock(
     finally:
         os.kill(child, 9)
         os.waitpid(child, 0)
+
+
+# --- shards held open between appends (the daemon's writer) -----------------------------------
+
+
+def held_fds(path: Path) -> list[str]:
+    """This process's descriptors open on `path` (or on its inode after an unlink)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.removesuffix(" (deleted)") == str(path):
+            found.append(target)
+    return found
+
+
+def test_a_held_shard_is_open_but_unlocked_between_appends(data_dir: Path) -> None:
+    shard = shard_path(data_dir.resolve(), JAN)
+    shards = OpenShards()
+    first, second = row_line(), row_line()
+    shards.append(shard, first)
+    assert held_fds(shard) == [str(shard)] and len(shards) == 1
+    with open(shard, "rb") as other:  # a client's direct write, an archiver: not kept out
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    shards.append(shard, second)
+    assert held_fds(shard) == [str(shard)], "the same descriptor, not a second one"
+    assert shard.read_bytes() == first + second
+    shards.close()
+    assert held_fds(shard) == [] and len(shards) == 0
+
+
+def test_closing_held_shards_keeps_only_those_asked_for(data_dir: Path) -> None:
+    data_dir = data_dir.resolve()
+    jan, feb = shard_path(data_dir, JAN), shard_path(data_dir, "2026-02")
+    shards = OpenShards()
+    shards.append(jan, row_line())
+    shards.append(feb, row_line("2026-02"))
+    shards.close(keep=[feb])
+    assert held_fds(jan) == [] and held_fds(feb) == [str(feb)]
+    jan.unlink()
+    shards.append(jan, row_line())  # opened afresh: a new file
+    assert len(jan.read_bytes().splitlines()) == 1
+    shards.close()
+
+
+def test_a_held_shard_replaced_by_a_link_is_not_followed(data_dir: Path, tmp_path: Path) -> None:
+    shard = shard_path(data_dir, JAN)
+    target = tmp_path / "not-yours"
+    target.write_bytes(b"precious\n")
+    shards = OpenShards()
+    first, second = row_line(), row_line()
+    shards.append(shard, first)
+    archived = shard.with_name("archived.jsonl")
+    shard.rename(archived)
+    shard.symlink_to(target)
+    shards.append(shard, second)
+    shards.close()
+    assert target.read_bytes() == b"precious\n"
+    assert archived.read_bytes() == first
+    assert not shard.is_symlink() and shard.read_bytes() == second
+
+
+def test_a_held_shards_directory_replaced_gets_a_fresh_directory(data_dir: Path) -> None:
+    shard = shard_path(data_dir, JAN)
+    shards = OpenShards()
+    first, second = row_line(), row_line()
+    shards.append(shard, first)
+    shard.parent.rename(data_dir / "old_runs_log")
+    shards.append(shard, second)
+    shards.close()
+    assert (data_dir / "old_runs_log" / shard.name).read_bytes() == first
+    assert shard.read_bytes() == second
+
+
+def test_a_held_shard_locked_elsewhere_times_out_then_recovers(data_dir: Path) -> None:
+    shard = shard_path(data_dir, JAN)
+    shards = OpenShards()
+    first, second = row_line(), row_line()
+    shards.append(shard, first)
+    with open(shard, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(StoreError) as caught:
+            shards.append(shard, second, lock_timeout=0.05)
+    assert caught.value.errno == errno.ETIMEDOUT
+    assert "another writer holds the shard's lock" in str(caught.value)
+    assert shard.read_bytes() == first
+    shards.append(shard, second, lock_timeout=0.05)
+    shards.close()
+    assert shard.read_bytes() == first + second
+
+
+#: Appends each payload through one `OpenShards`, so that all but the first go to a held shard.
+CHILD_APPEND_HELD = CHILD_APPEND.replace(
+    "from mantisd.store import StoreError, append",
+    "from mantisd.store import OpenShards, StoreError\nappend = OpenShards().append",
+)
+
+
+def test_a_failed_fsync_on_a_held_shard_is_rolled_back_and_the_next_append_reopens(
+    data_dir: Path,
+) -> None:
+    shard = shard_path(data_dir, JAN)
+    earlier = row_line()
+    append(shard, earlier)
+    lines = [row_line() for _ in range(3)]
+    inject = (*STRACE, "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2")
+    outcomes = run_child(CHILD_APPEND_HELD, shard, *(x.decode() for x in lines), prefix=inject)
+    assert outcomes[0] == {"ok": True} and outcomes[2] == {"ok": True}
+    assert outcomes[1]["errno"] == errno.EIO and "fsync failed" in outcomes[1]["error"]
+    assert shard.read_bytes() == earlier + lines[0] + lines[2]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -21,15 +22,24 @@ import anyio
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
 
 
 class DiskThread:
     """Runs blocking calls one at a time, in order, on its own thread (started on first use,
-    ended by `close`)."""
+    ended by `close`).
 
-    def __init__(self, name: str = "mantisd-disk") -> None:
+    `idle=(seconds, call)`: `call()` runs on the thread once no call came for that long, and
+    when the thread ends (the writer lets go of the shards it holds open).
+    """
+
+    def __init__(
+        self, name: str = "mantisd-disk", idle: tuple[float, Callable[[], object]] | None = None
+    ) -> None:
         self._name = name
+        self._idle = idle
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -54,7 +64,7 @@ class DiskThread:
             self._thread = None
 
     def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while (job := self._next_job()) is not None:
             loop, future, call = job
             try:
                 result = call()
@@ -62,6 +72,23 @@ class DiskThread:
                 _settle(loop, future, None, exc)
             else:
                 _settle(loop, future, result, None)
+        self._when_idle()
+
+    def _next_job(self) -> _Job | None:
+        if self._idle is None:
+            return self._jobs.get()
+        try:
+            return self._jobs.get(timeout=self._idle[0])
+        except queue.Empty:
+            self._when_idle()
+            return self._jobs.get()  # no timeout: an idle daemon is not woken every few seconds
+
+    def _when_idle(self) -> None:
+        if self._idle is not None:
+            try:
+                self._idle[1]()
+            except Exception:
+                logger.exception("%s: the idle call failed", self._name)
 
 
 def _settle(

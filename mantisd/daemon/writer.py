@@ -13,7 +13,11 @@ directly, which waits for the same lock), and the next commit tries again; nothi
 acknowledged that is not on disk. Meanwhile rows queue up to the queue's byte budget, then
 the readers wait (backpressure), so memory stays bounded however long the lock is held.
 
-The appends run on the writer's own thread (`disk_thread.DiskThread`), one commit at a time.
+The appends run on the writer's own thread (`disk_thread.DiskThread`), one commit at a time,
+through the shards of the last commit, held open (`store.OpenShards`: each append still proves
+under the lock that the held file is the log's). Held shards the next commit does not touch
+are closed, and all of them once no rows came for `HOLD_IDLE` seconds, so that a month deleted
+or archived behind the daemon's back does not stay allocated.
 
 The watchdog (`server.py`) counts a commit running longer than its period, a lock wait
 included, as stuck and withholds its pings. The default `lock_timeout` (30 s) is below the
@@ -38,12 +42,14 @@ from mantisd.daemon.disk_thread import DiskThread
 from mantisd.daemon.replies import OK, Ticket, failure
 from mantisd.daemon.status import Counters
 from mantisd.paths import shard_path
-from mantisd.store import StoreError, append
+from mantisd.store import OpenShards, StoreError
 
 logger = logging.getLogger(__name__)
 
 #: Longest single wait for a shard's lock before the writer looks up (logs, counts) again.
 LOCK_SLICE = 1.0
+#: Seconds without rows after which the writer closes the shards it holds open.
+HOLD_IDLE = 2.0
 
 
 class Batch:
@@ -71,15 +77,17 @@ class Commit(NamedTuple):
     locked: bool = False
 
 
-def write_groups(groups: list[tuple[Path, list[bytes]]], lock_timeout: float) -> list[Commit]:
+def write_groups(
+    shards: OpenShards, groups: list[tuple[Path, list[bytes]]], lock_timeout: float
+) -> list[Commit]:
     """Append each shard's payload (on the writer's `DiskThread`); one failure does not stop
-    the rest."""
+    the rest. Only these groups' shards stay open afterwards."""
     outcomes = []
     for path, parts in groups:
         started = time.perf_counter()
         try:
             payload = parts[0] if len(parts) == 1 else b"".join(parts)
-            append(path, payload, lock_timeout=lock_timeout)
+            shards.append(path, payload, lock_timeout=lock_timeout)
         except StoreError as exc:
             locked = exc.errno == errno.ETIMEDOUT
             outcomes.append(Commit(time.perf_counter() - started, str(exc), locked))
@@ -88,6 +96,7 @@ def write_groups(groups: list[tuple[Path, list[bytes]]], lock_timeout: float) ->
             outcomes.append(Commit(time.perf_counter() - started, f"{path}: {exc}"))
         else:
             outcomes.append(Commit(time.perf_counter() - started, None))
+    shards.close(keep=[path for path, _ in groups])
     return outcomes
 
 
@@ -117,7 +126,8 @@ class Writer:
         self.done = anyio.Event()
         self._failing: set[Path] = set()
         self._shards: dict[str, Path] = {}  # month -> path, built once a month, not per commit
-        self._disk = DiskThread("mantisd-writer")
+        self._open = OpenShards()  # used on the disk thread only
+        self._disk = DiskThread("mantisd-writer", idle=(HOLD_IDLE, self._open.close))
 
     def _shard(self, month: str) -> Path:
         path = self._shards.get(month)
@@ -140,7 +150,7 @@ class Writer:
                     commit, carried = self._gather(carried, queue)
                     await self.commit(commit)
         finally:
-            self._disk.close()
+            self._disk.close()  # closes the shards held open, after the calls queued
             self.done.set()
 
     def _gather(
@@ -205,7 +215,10 @@ class Writer:
         while todo:
             left = self.lock_timeout - (time.monotonic() - started)
             results = await self._disk.run(
-                write_groups, [groups[i] for i in todo], max(0.0, min(LOCK_SLICE, left))
+                write_groups,
+                self._open,
+                [groups[i] for i in todo],
+                max(0.0, min(LOCK_SLICE, left)),
             )
             waiting = []
             for i, result in zip(todo, results, strict=True):

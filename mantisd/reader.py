@@ -210,9 +210,10 @@ def _memory_windows(data: bytes, report: ScanReport, max_line: int) -> Generator
             yield data, 0, 0  # the frame starts with an empty line
 
 
-def _archive_windows(fd: int, path: Path, report: ScanReport, max_line: int) -> Generator[Window]:
+def archive_windows(fd: int, path: Path, report: ScanReport, max_line: int) -> Generator[Window]:
     """An archive's lines, last ones first; what cannot be read is reported in
-    `report.damaged` and skipped."""
+    `report.damaged` and skipped. The stats cache builds its segments from these too, so that
+    it holds what a scan of the archive would find."""
     kind = path.suffix.lstrip(".")
     try:
         table = compressed.frames(fd) if kind == compressed.ZSTD else None
@@ -428,7 +429,7 @@ class Scanner:
             except safe_fs.UnsafeEntryError:
                 continue  # replaced by a link... since we listed it
             if file.compressed:
-                windows = _archive_windows(fd, file.path, report, MAX_LINE_BYTES)
+                windows = archive_windows(fd, file.path, report, MAX_LINE_BYTES)
             else:
                 windows = _windows(fd, BLOCK_SIZE, report, MAX_LINE_BYTES)
             try:

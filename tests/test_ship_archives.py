@@ -213,7 +213,10 @@ def test_a_truncated_archive_is_reported_and_the_rest_shipped(pg_url: str, data_
     result = ship(pg_url, data_dir)
     assert result.returncode == 1
     assert "2026-08.jsonl.zst: damaged (truncated)" in result.stderr
+    assert "1 file of the log could not be read" in result.stderr
     assert "Traceback" not in result.stderr
+    table = result.stdout.splitlines()[1:]
+    assert len({len(line) for line in table}) == 1, "an archive's name fits its column"
     assert summary(result.stdout) == {
         "2026-09.jsonl.zst": (20, 0, 0),
         "2026-10.jsonl": (5, 0, 0),

@@ -6,6 +6,7 @@ a database never loads it).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,7 +125,10 @@ def _once(root: Path, url: str, target: str, label: str | None, batch_rows: int 
         ) from None
     _print_report(shipper, target, report)
     if report.problems:
-        raise click.ClickException(f"{len(report.problems)} shard(s) could not be read")
+        count = len(report.problems)
+        raise click.ClickException(
+            f"{count} {'file' if count == 1 else 'files'} of the log could not be read"
+        )
 
 
 def _follow(
@@ -154,9 +158,16 @@ def _print_report(shipper: Shipper, target: str, report: ShipReport) -> None:
         return
     rows = [(name, done) for name, done in report.shards.items()]
     rows.append(("total", report.total()))
-    click.echo(f"  {'shard':<16}{'loaded':>10}{'duplicates':>12}{'dead-lettered':>15}")
+    width = _name_width(name for name, _ in rows)
+    click.echo(f"  {'shard':<{width}}{'loaded':>10}{'duplicates':>12}{'dead-lettered':>15}")
     for name, done in rows:
-        click.echo(f"  {name:<16}{done.loaded:>10}{done.duplicates:>12}{done.dead_lettered:>15}")
+        numbers = f"{done.loaded:>10}{done.duplicates:>12}{done.dead_lettered:>15}"
+        click.echo(f"  {name:<{width}}{numbers}")
+
+
+def _name_width(names: Iterable[str]) -> int:
+    """The file name column's width: a month's shard, or its archive (`.jsonl.zst`), and a gap."""
+    return max(16, *(len(name) + 2 for name in names))
 
 
 def _dry_run(root: Path, url: str, target: str) -> None:
@@ -185,9 +196,10 @@ def _print_plan(plans: list[ShardPlan]) -> None:
     if not plans:
         click.echo("  no shards")
         return
-    click.echo(f"  {'shard':<16}{'behind (bytes)':>16}{'lines':>10}  from")
+    width = _name_width(p.shard for p in plans)
+    click.echo(f"  {'shard':<{width}}{'behind (bytes)':>16}{'lines':>10}  from")
     for p in plans:
         where = f"offset {p.start}" if p.start else "the start"
         if p.restart_reason:
             where += f" ({p.restart_reason})"
-        click.echo(f"  {p.shard:<16}{p.behind_bytes:>16}{p.lines:>10}  {where}")
+        click.echo(f"  {p.shard:<{width}}{p.behind_bytes:>16}{p.lines:>10}  {where}")

@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from mantisd.reader import ScanReport, _archive_windows
+from mantisd.reader import ScanReport, archive_windows
 from mantisd.schema import EPOCH, MAX_LINE_BYTES, TOTAL
 from mantisd.stats.query import NineBuckets, _AnyRun, _Run
 from mantisd.stats.run_keys import run_keys
@@ -348,7 +348,7 @@ def archive_blocks(fd: int, path: Path, builder: SegmentBuilder) -> None:
     """Add an archive's lines to `builder`, newest frame first (`finish(newest_first=True)`);
     `BuildFailed` when it is damaged (the reader then reports it)."""
     report = ScanReport()
-    windows = _archive_windows(fd, path, report, MAX_LINE_BYTES)
+    windows = archive_windows(fd, path, report, MAX_LINE_BYTES)
     try:
         for buffer, start, end in windows:
             builder.add(memoryview(buffer)[start:end])

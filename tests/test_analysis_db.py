@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from mantisd.sample import generate
 from mantisd.schema import BUCKETS
 from tests.fleet import rows, ship
+from tests.parity import WF, assert_same, generate_pods, invoke, merge
 from tests.pg import PgServer
 from tests.rows import utc
 from tests.stats_data import line, write_shard
 from tests.test_report import parse
-from tests.test_stats_db import END, PODS, WF, assert_same, invoke, merge
 
 ANALYSIS = "default__fleet-analysis-v1"
 #: Run k of `ANALYSIS` finishes k minutes after this instant, on pod k % 3.
@@ -94,28 +93,21 @@ def analysis_run(k: int) -> bytes:
     return line(**fields)
 
 
+def analysis_pods(tmp_path_factory: pytest.TempPathFactory, prefix: str = "") -> dict[str, Path]:
+    """The parity pods, each with a third of the November runs of `analysis_run`."""
+    pods = generate_pods(tmp_path_factory, rows=3000, prefix=prefix)
+    for index, pod in enumerate(pods.values()):
+        write_shard(pod, "2026-11", [analysis_run(k) for k in range(index, RUNS, 3)])
+    return pods
+
+
 @pytest.fixture(scope="module")
 def fleet(
     pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, dict[str, Path], Path]:
     """(database URL, each pod's data dir, the merged data dir)."""
     url = pg_server.create_database()
-    pods = {}
-    for index, (name, seed) in enumerate(PODS.items()):
-        pods[name] = tmp_path_factory.mktemp(name)
-        generate(
-            pods[name],
-            rows=3000,
-            months=2,
-            workflows=3,
-            seed=seed,
-            end=END,
-            slow_bucket="settle",
-            slow_factor=1.4 if name == "pod-b" else 1.0,
-            slow_since=dt.datetime(2026, 10, 18, tzinfo=dt.UTC),
-            slow_workflow=WF,
-        )
-        write_shard(pods[name], "2026-11", [analysis_run(k) for k in range(index, RUNS, 3)])
+    pods = analysis_pods(tmp_path_factory)
     for name, pod in pods.items():
         result = ship(url, pod, "--label", name)
         assert result.returncode == 0, result.stderr

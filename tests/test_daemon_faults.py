@@ -17,6 +17,7 @@ import pytest
 from mantisd.daemon.writer import HOLD_IDLE
 from tests.daemon_process import all_run_ids, running_daemon, shard_lines, wait_for
 from tests.full_disk import shard_on_a_full_disk
+from tests.proc import fds_on
 from tests.rows import RowFactory, utc
 
 OK = {"ok": True}
@@ -133,19 +134,6 @@ def test_shard_moved_away_while_running(
         assert [
             msgspec.json.decode(x)["run_id"] for x in shard_lines(data_dir, month_of(first))
         ] == [second["run_id"]]
-
-
-def fds_on(pid: int, path: Path) -> list[str]:
-    """What process `pid` has open on `path` (or on its inode once unlinked)."""
-    found = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except FileNotFoundError:
-            continue
-        if target.removesuffix(" (deleted)") == str(path):
-            found.append(target)
-    return found
 
 
 def test_an_idle_daemon_lets_go_of_a_deleted_shard(

@@ -31,12 +31,12 @@ from click.testing import CliRunner, Result
 from mantisd.archive import archive_log
 from mantisd.cli import mantis
 from mantisd.paths import list_log_files
-from mantisd.sample import generate
 from mantisd.schema import ROW_FIELDS
+from tests.parity import WF, assert_same, custom_lines, generate_pods, merge
 from tests.stats_data import write_shard
 from tests.test_analysis_db import PARITY as ANALYSIS_PARITY
-from tests.test_analysis_db import RUNS, analysis_run
-from tests.test_stats_db import END, PARITY, PODS, WF, assert_same, custom_lines, merge
+from tests.test_analysis_db import analysis_pods
+from tests.test_stats_db import PARITY
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "fleet-files.md"
 #: After every month of the data (2026-09 to 2026-11): all of them are closed.
@@ -55,21 +55,7 @@ def archived(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Each pod's data dir, the merged reference, and every other source's flags."""
-    pods = {}
-    for name, seed in PODS.items():
-        pods[name] = tmp_path_factory.mktemp(name)
-        generate(
-            pods[name],
-            rows=4000,
-            months=2,
-            workflows=3,
-            seed=seed,
-            end=END,
-            slow_bucket="settle",
-            slow_factor=1.4 if name == "pod-b" else 1.0,
-            slow_since=dt.datetime(2026, 10, 18, tzinfo=dt.UTC),
-            slow_workflow=WF,
-        )
+    pods = generate_pods(tmp_path_factory, rows=4000)
     write_shard(pods["pod-c"], "2026-11", custom_lines())
     merged = merge(tmp_path_factory.mktemp("merged"), list(pods.values()))
     base = tmp_path_factory.mktemp("archived")
@@ -133,22 +119,7 @@ ANALYSIS_SOURCES = ["parquet"]
 @pytest.fixture(scope="module")
 def analysis_fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The rows of `tests.test_analysis_db`: the merged reference and every other source."""
-    pods = {}
-    for index, (name, seed) in enumerate(PODS.items()):
-        pods[name] = tmp_path_factory.mktemp(f"analysis-{name}")
-        generate(
-            pods[name],
-            rows=3000,
-            months=2,
-            workflows=3,
-            seed=seed,
-            end=END,
-            slow_bucket="settle",
-            slow_factor=1.4 if name == "pod-b" else 1.0,
-            slow_since=dt.datetime(2026, 10, 18, tzinfo=dt.UTC),
-            slow_workflow=WF,
-        )
-        write_shard(pods[name], "2026-11", [analysis_run(k) for k in range(index, RUNS, 3)])
+    pods = analysis_pods(tmp_path_factory, prefix="analysis-")
     dataset = tmp_path_factory.mktemp("analysis-parquet")
     export = invoke("export", "--parquet", str(dataset), *dirs(pods.values()))
     assert export.exit_code == 0, export.output

@@ -26,6 +26,7 @@ from mantisd.reader import Scanner, ScanReport, StatRow
 from mantisd.schema import ValidRow, validate
 from mantisd.store import OpenShards, StoreError, append, append_rows, group_by_shard
 from tests.full_disk import shard_on_a_full_disk
+from tests.proc import fds_on
 from tests.rows import make_row
 
 JAN = "2026-01"
@@ -595,16 +596,7 @@ def test_a_child_forked_during_an_append_does_not_keep_the_shards_lock(
 
 
 def held_fds(path: Path) -> list[str]:
-    """This process's descriptors open on `path` (or on its inode after an unlink)."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:
-            continue
-        if target.removesuffix(" (deleted)") == str(path):
-            found.append(target)
-    return found
+    return fds_on(os.getpid(), path)
 
 
 def test_a_held_shard_is_open_but_unlocked_between_appends(data_dir: Path) -> None:

@@ -11,6 +11,7 @@ with ENOSPC is a regular file bind-mounted from a tmpfs that is full (needs root
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,11 +24,31 @@ import pytest
 def _mount(*args: str | Path) -> None:
     done = subprocess.run(["mount", *map(str, args)], capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount here: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount here: {done.stderr.strip()}")  # a failure under CI=true
 
 
 def _unmount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs at `path` (made if missing), e.g. `size=64k,mode=0755`: a disk that really
+    fills up, or with `ro` one nobody may write, root included (needs root, as in CI)."""
+    path.mkdir(parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", options, "tmpfs", path)
+    try:
+        yield path
+    finally:
+        _unmount(path)
+
+
+def fill(directory: Path) -> None:
+    """Fill the file system of `directory` up (ENOSPC from now on)."""
+    with open(directory / "ballast", "wb", buffering=0) as ballast:
+        with contextlib.suppress(OSError):
+            while True:
+                ballast.write(b"\0" * 4096)
 
 
 @contextmanager
@@ -41,12 +62,7 @@ def shard_on_a_full_disk(path: Path) -> Iterator[Callable[[], None]]:
         try:
             full = tmpfs / "full"
             full.touch()
-            with open(tmpfs / "ballast", "wb", buffering=0) as ballast:
-                try:
-                    while True:
-                        ballast.write(b"\0" * 4096)
-                except OSError:
-                    pass  # ENOSPC: the disk is full, `full` has no page and can get none
+            fill(tmpfs)  # `full` has no page and can get none
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
             _mount("--bind", full, path)

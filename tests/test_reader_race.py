@@ -20,6 +20,7 @@ from mantisd.paths import shard_path
 from mantisd.reader import KeyedRow, Scanner, ScanReport
 from mantisd.schema import validate
 from mantisd.store import append
+from tests.full_disk import mounted_tmpfs
 from tests.rows import make_row
 
 #: Appends batches of big rows to the shard until the stop file exists; prints its outcomes.
@@ -46,19 +47,8 @@ print(json.dumps({"ok": ok, "failed": failed}))
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mountpoint = tmp_path / "tmpfs"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mountpoint],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=2m,mode=0755") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", mountpoint], check=True)
 
 
 class IdOnly(KeyedRow):

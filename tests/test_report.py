@@ -18,6 +18,7 @@ import pytest
 from mantisd.sample import generate, workflow_ids
 from mantisd.schema import BUCKETS
 from tests.analysis_data import UTC, document, invoke, run, write
+from tests.full_disk import mounted_tmpfs
 from tests.png import distinct_colours, read_png, share_not_white
 
 WORKFLOW = workflow_ids(3)[0]
@@ -160,15 +161,8 @@ def full_disk_dir() -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     with tempfile.TemporaryDirectory(prefix="mantis-report-") as tmp:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", tmp], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount here: {done.stderr.strip()}")
-        try:
-            yield Path(tmp)
-        finally:
-            subprocess.run(["umount", "-l", tmp], check=True)
+        with mounted_tmpfs(Path(tmp), "size=16k") as mountpoint:
+            yield mountpoint
 
 
 def test_a_failed_write_leaves_the_old_report_whole(sample_dir: Path, full_disk_dir: Path) -> None:

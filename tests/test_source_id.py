@@ -23,6 +23,7 @@ from mantisd.source_id import (
     ensure_source,
     read_source,
 )
+from tests.full_disk import mounted_tmpfs
 
 
 def test_identity_is_created_once_and_then_only_read(data_dir: Path) -> None:
@@ -103,11 +104,8 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         yield path
         path.chmod(0o755)
         return
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", path], check=True)
-    try:
+    with mounted_tmpfs(path, "ro,size=1m"):
         yield path
-    finally:
-        subprocess.run(["umount", path], check=True)
 
 
 def test_an_unwritable_data_dir_is_a_clear_error(read_only_dir: Path) -> None:

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from mantisd.stats import cache as cache_module
 from mantisd.stats.query import StatsQuery, select, select_many, select_periods
 from mantisd.stats.segment import SegmentFile
 from tests.cache_parity import environment, summarize, summary
+from tests.full_disk import fill, mounted_tmpfs
 from tests.rows import utc
 from tests.stats_data import GOLDEN, line, write_shard
 from tests.unprivileged import AS_NOBODY, NOBODY
@@ -460,29 +460,6 @@ def test_someone_elses_segments_are_not_read(data_dir: Path, cache_home: Path) -
         os.chown(path, NOBODY, NOBODY)
     assert from_cache(select, data_dir, query) == from_log(select, data_dir, query)
     assert all(p.stat().st_uid == os.geteuid() for p in segments(cache_home))
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(path: Path, options: str) -> Iterator[Path]:
-    """A tmpfs at `path` (needs root, as in CI)."""
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def fill(directory: Path) -> None:
-    """Fill the file system of `directory` up (ENOSPC from now on)."""
-    with open(directory / "ballast", "wb", buffering=0) as ballast:
-        with contextlib.suppress(OSError):
-            while True:
-                ballast.write(b"\0" * 4096)
 
 
 @pytest.mark.parametrize("where", ["read-only", "full", "another user's", "no home"])

@@ -25,7 +25,7 @@ from mantisd.paths import list_shards, shard_path
 from mantisd.reader import Scanner, ScanReport, StatRow
 from mantisd.schema import ValidRow, validate
 from mantisd.store import OpenShards, StoreError, append, append_rows, group_by_shard
-from tests.full_disk import shard_on_a_full_disk
+from tests.full_disk import mounted_tmpfs, shard_on_a_full_disk
 from tests.proc import fds_on
 from tests.rows import make_row
 
@@ -368,19 +368,8 @@ def test_a_shard_on_a_full_disk_raises_store_error_enospc(data_dir: Path) -> Non
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: a disk that really fills up (needs root, as in CI)."""
-    mountpoint = tmp_path / "tmpfs"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", mountpoint],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=64k,mode=0755") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", mountpoint], check=True)
 
 
 def test_a_full_tmpfs_keeps_only_whole_rows(tiny_tmpfs: Path) -> None:

@@ -601,11 +601,11 @@ def expand(group: str, groups: dict[str, list[str]]) -> set[str]:
     return calls
 
 
-def unit_syscall_allow_list() -> set[str]:
-    """What `SystemCallFilter=` in the unit leaves: allowed groups minus the `~` groups."""
+def unit_syscall_allow_list(unit: Path = SERVICE) -> set[str]:
+    """What `SystemCallFilter=` in `unit` leaves: allowed groups minus the `~` groups."""
     groups = syscall_groups()
     allowed: set[str] = set()
-    for value in unit_settings(SERVICE)["Service.SystemCallFilter"]:
+    for value in unit_settings(unit)["Service.SystemCallFilter"]:
         deny = value.startswith("~")
         names = set()
         for name in value.lstrip("~").split():

@@ -20,7 +20,13 @@ import pytest
 from mantisd.paths import list_log_files
 from tests.fleet import month_lines
 from tests.stats_data import write_shard
-from tests.test_systemd import _MDWE, MAX_EXPOSURE, expand, exposure, syscall_groups, unit_settings
+from tests.test_systemd import (
+    _MDWE,
+    MAX_EXPOSURE,
+    exposure,
+    unit_settings,
+    unit_syscall_allow_list,
+)
 
 UNITS = Path(__file__).resolve().parents[1] / "mantisd" / "systemd"
 SERVICE = UNITS / "mantis-archive.service"
@@ -84,17 +90,6 @@ def test_the_unit_ships_in_the_wheel() -> None:
     assert '"systemd/*"' in text and SERVICE.parent.name == "systemd"
 
 
-def allow_list() -> set[str]:
-    groups = syscall_groups()
-    allowed: set[str] = set()
-    for value in unit_settings(SERVICE)["Service.SystemCallFilter"]:
-        names: set[str] = set()
-        for name in value.lstrip("~").split():
-            names |= expand(name, groups) if name.startswith("@") else {name}
-        allowed = allowed - names if value.startswith("~") else allowed | names
-    return allowed
-
-
 @pytest.mark.slow
 def test_archiver_runs_within_the_units_syscall_filter_and_without_wx_memory(
     data_dir: Path, tmp_path: Path
@@ -124,5 +119,5 @@ def test_archiver_runs_within_the_units_syscall_filter_and_without_wx_memory(
         families |= set(re.findall(r" socket(?:pair)?\((AF_\w+)", text))
     assert {"flock", "fdatasync", "fsync", "unlinkat"} <= made
     assert made & {"rename", "renameat", "renameat2"} and families <= {"AF_UNIX"}
-    outside = made - allow_list()
+    outside = made - unit_syscall_allow_list(SERVICE)
     assert outside == set(), f"calls the unit's SystemCallFilter= would refuse: {outside}"

@@ -22,7 +22,13 @@ import pytest
 
 from tests.fleet import month_lines, run_ids
 from tests.stats_data import write_shard
-from tests.test_systemd import _MDWE, MAX_EXPOSURE, expand, exposure, syscall_groups, unit_settings
+from tests.test_systemd import (
+    _MDWE,
+    MAX_EXPOSURE,
+    exposure,
+    unit_settings,
+    unit_syscall_allow_list,
+)
 
 UNIT = Path(__file__).resolve().parents[1] / "mantisd" / "systemd" / "mantis-ship.service"
 INSTALLED_MANTIS = "/opt/mantisd/.venv/bin/mantis"
@@ -83,17 +89,6 @@ def exec_start() -> list[str]:
     return [str(CHECKOUT_MANTIS), *argv[1:]]
 
 
-def allow_list() -> set[str]:
-    groups = syscall_groups()
-    allowed: set[str] = set()
-    for value in unit_settings(UNIT)["Service.SystemCallFilter"]:
-        names: set[str] = set()
-        for name in value.lstrip("~").split():
-            names |= expand(name, groups) if name.startswith("@") else {name}
-        allowed = allowed - names if value.startswith("~") else allowed | names
-    return allowed
-
-
 @pytest.mark.slow
 def test_shipper_runs_within_the_units_syscall_filter_and_without_wx_memory(
     pg_url: str, data_dir: Path, tmp_path: Path
@@ -131,7 +126,7 @@ def test_shipper_runs_within_the_units_syscall_filter_and_without_wx_memory(
         families |= set(re.findall(r" socket(?:pair)?\((AF_\w+)", text))
     assert {"flock", "pread64", "sendto"} <= made  # it did read shards and talk to the server
     assert families <= {"AF_UNIX", "AF_INET", "AF_INET6"}
-    outside = made - allow_list()
+    outside = made - unit_syscall_allow_list(UNIT)
     assert outside == set(), f"calls the unit's SystemCallFilter= would refuse: {outside}"
 
 

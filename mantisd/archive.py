@@ -10,9 +10,12 @@ Durable, atomic, and safe against concurrent writers (design.md, "Shards"):
 
 1. Without any lock, the shard's whole lines so far (and the old archive's) are compressed
    into a temporary file in `runs_log/` (a dot name no reader matches) and fdatasync'ed.
-2. Under the shard's `flock` (the writers' lock: held here only for the tail), the lines
-   appended since are added, the archive finished and fsync'ed, renamed over the month's
-   archive, the directory fsync'ed, then the shard unlinked and the directory fsync'ed again.
+2. Under the shard's `flock` (the writers' lock: held here only for the tail), the shard is
+   checked to still end, where step 1 stopped, with the bytes step 1 read (a writer that
+   rolled its rows back after a failed fsync may have let another write others in their
+   place: then the month starts over), the lines appended since are added, the archive
+   finished and fsync'ed, renamed over the month's archive, the directory fsync'ed, then the
+   shard unlinked and the directory fsync'ed again.
    A writer that was waiting for the lock finds its file gone from the log and writes its rows
    again to a fresh shard (`mantisd.store`): late rows, merged by the next run.
 
@@ -33,6 +36,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import secrets
@@ -48,6 +52,8 @@ LOCK_FILE: Final = ".archive.lock"
 #: The temporary file an archive is written to: never a log file name.
 TEMP_RE: Final = re.compile(r"^\.[0-9]{4}-[0-9]{2}\.jsonl\.zst\.[0-9a-f]{16}\.tmp$")
 _CHUNK: Final = 1 << 20
+#: The shard's last bytes compressed, compared again under the writers' lock.
+_SAMPLE: Final = 4096
 #: Tries per month when the shard keeps changing under the archiver (truncated, replaced).
 _ATTEMPTS: Final = 3
 
@@ -221,17 +227,18 @@ class _Log:
                 writer = compressed.ArchiveWriter(out, level=self.level)
                 snapshot = _last_line_end(fd, opened.st_size)
                 if merging:
-                    lines = _merge_archive(self.fd, target, fd, snapshot, writer)
+                    lines, last = _merge_archive(self.fd, target, fd, snapshot, writer)
                 else:
-                    lines = 0
-                    for chunk in _whole_lines(fd, 0, snapshot):
-                        writer.add(chunk)
-                        lines += chunk.count(b"\n")
+                    lines, last = _add_lines(fd, snapshot, writer)
                 os.fdatasync(out)  # the bulk is durable before the writers wait on us
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if not safe_fs.still_at(self.fd, plain.path.name, safe_fs.identity(fd)):
                     raise _Changed
                 size = os.fstat(fd).st_size
+                if size < snapshot or os.pread(fd, len(last), snapshot - len(last)) != last:
+                    # A writer rolled its rows back (a failed fsync) and another wrote others
+                    # in their place since we read them: what we compressed is not the log.
+                    raise _Changed
                 tail = b"".join(_whole_lines(fd, snapshot, size))
                 if tail and not tail.endswith(b"\n"):
                     tail += b"\n"  # a torn tail (a writer died mid-write): its line, ended
@@ -296,14 +303,27 @@ def _whole_lines(fd: int, start: int, stop: int) -> Iterator[bytes]:
         yield carry
 
 
+def _add_lines(fd: int, stop: int, writer: compressed.ArchiveWriter) -> tuple[int, bytes]:
+    """The shard's lines up to `stop`, added; how many, and the last bytes added (up to
+    `_SAMPLE` of them: checked again under the lock)."""
+    lines, last = 0, b""
+    for chunk in _whole_lines(fd, 0, stop):
+        writer.add(chunk)
+        lines += chunk.count(b"\n")
+        last = _tail(last, chunk)
+    return lines, last
+
+
 def _merge_archive(
     dir_fd: int, target: str, fd: int, snapshot: int, writer: compressed.ArchiveWriter
-) -> int:
+) -> tuple[int, bytes]:
     """The old archive's lines, then the shard's lines up to `snapshot` but those already in
     the archive (a run that died between its rename and its unlink left both); returns how
-    many of the shard's lines were added."""
-    late = b"".join(_whole_lines(fd, 0, snapshot))
-    wanted = set(late[:-1].split(b"\n")) if late else set()
+    many of the shard's lines were added, and the last bytes read of the shard.
+
+    The shard is read twice rather than held: first for a digest of each line, then for the
+    lines to add, so that a big month of late rows costs memory by its line count only."""
+    wanted = {_digest(line) for chunk in _whole_lines(fd, 0, snapshot) for line in _split(chunk)}
     already: set[bytes] = set()
     try:
         old = safe_fs.open_file_for_reading(dir_fd, Path(target))
@@ -319,13 +339,32 @@ def _merge_archive(
                 chunk += b"\n"
             writer.add(chunk)
             if wanted:
-                already.update(wanted.intersection(chunk[:-1].split(b"\n")))
+                already.update(d for d in map(_digest, _split(chunk)) if d in wanted)
     except _Changed:
         raise OSError(errno.EIO, "a temporary file shrank") from None
     finally:
         os.close(plain)
-    if already:
-        kept = [line for line in late[:-1].split(b"\n") if line not in already]
-        late = b"".join(line + b"\n" for line in kept)
-    writer.add(late)
-    return late.count(b"\n")
+    added, last = 0, b""
+    for chunk in _whole_lines(fd, 0, snapshot):
+        last = _tail(last, chunk)
+        if already:
+            kept = [line for line in _split(chunk) if _digest(line) not in already]
+            chunk = b"".join(line + b"\n" for line in kept)
+        writer.add(chunk)
+        added += chunk.count(b"\n")
+    return added, last
+
+
+def _tail(last: bytes, chunk: bytes) -> bytes:
+    """The last `_SAMPLE` bytes of `last + chunk`, without copying a whole chunk."""
+    return chunk[-_SAMPLE:] if len(chunk) >= _SAMPLE else (last + chunk)[-_SAMPLE:]
+
+
+def _split(chunk: bytes) -> list[bytes]:
+    """The lines of a chunk of whole lines, without their `\\n`."""
+    return chunk[:-1].split(b"\n") if chunk else []
+
+
+def _digest(line: bytes) -> bytes:
+    """What tells a line from any other (128 bits), kept instead of the line itself."""
+    return hashlib.blake2b(line, digest_size=16).digest()

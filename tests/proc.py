@@ -1,8 +1,12 @@
-"""What a process holds open, read from `/proc` (the daemon's writer keeps shards open)."""
+"""What processes hold, read from `/proc`: open files (the daemon's writer keeps shards open)
+and flock waits (a writer or an archiver blocked on a shard's lock)."""
 
 from __future__ import annotations
 
 import os
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -18,3 +22,14 @@ def fds_on(pid: int, path: Path) -> list[str]:
         if target.removesuffix(" (deleted)") == str(path):
             found.append(target)
     return found
+
+
+def wait_for_flock_waiter(inode: int, alive: Callable[[], bool], timeout: float = 30) -> None:
+    """Block until `/proc/locks` shows someone waiting for an flock on `inode`; `alive()`
+    False (the waiter died) fails at once."""
+    deadline = time.monotonic() + timeout
+    pattern = re.compile(rf"-> FLOCK .*:{inode} ")
+    while not pattern.search(Path("/proc/locks").read_text()):
+        assert alive(), "the waiter is gone"
+        assert time.monotonic() < deadline, "nobody waited for the lock"
+        time.sleep(0.01)

@@ -9,15 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import io
+import json
 import os
 import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 import zstandard
 from click.testing import CliRunner, Result
 
-from mantisd.archive import LOCK_FILE, archive_log, shift
+from mantisd.archive import LOCK_FILE, MonthResult, archive_log, shift
 from mantisd.cli import mantis
 from mantisd.paths import list_log_files, shard_path
 from mantisd.reader import CheckedRow, Scanner, ScanReport
@@ -25,6 +29,7 @@ from mantisd.sample import generate
 from mantisd.schema import validate
 from mantisd.store import append_rows
 from tests.fleet import month_line, month_lines
+from tests.proc import wait_for_flock_waiter
 from tests.rows import make_row, utc
 from tests.stats_data import write_shard
 
@@ -129,6 +134,78 @@ def test_a_run_killed_after_its_rename_is_finished_without_doubling_a_line(
     assert text == b"".join(log["2026-09"]) + newer
     ids, report = run_ids(data_dir)
     assert report.duplicates == 0 and len(ids) == 1501
+
+
+@pytest.mark.parametrize("merging", [False, True], ids=["archive", "merge"])
+def test_rows_rolled_back_and_replaced_before_the_lock_are_archived_as_the_log_then_is(
+    data_dir: Path, merging: bool
+) -> None:
+    """A writer's failed fsync rolls its rows back (the shard truncated) and another writer
+    appends other rows, all after the archiver read the shard and before it got the lock:
+    the archive must hold the rows the log holds then, not the rolled-back ones."""
+    month = "2026-08"
+    earlier, kept = month_lines(month, 20), month_lines(month, 50)
+    rolled_back, replacing = month_lines(month, 5), month_lines(month, 3)
+    if merging:
+        write_shard(data_dir, month, earlier)
+        list(archive_log(data_dir, keep_months=2, now=NOW))
+    write_shard(data_dir, month, [*kept, *rolled_back])
+    shard = shard_path(data_dir, month)
+    writer = os.open(shard, os.O_RDWR | os.O_APPEND)
+    results: list[MonthResult] = []
+    try:
+        fcntl.flock(writer, fcntl.LOCK_EX)  # the writer that is about to roll back
+        archiver = threading.Thread(
+            target=lambda: results.extend(archive_log(data_dir, keep_months=2, now=NOW))
+        )
+        archiver.start()
+        wait_for_flock_waiter(os.fstat(writer).st_ino, archiver.is_alive)
+        os.ftruncate(writer, len(b"".join(kept)))  # the rollback
+        os.write(writer, b"".join(replacing))  # another writer's rows, after it
+        fcntl.flock(writer, fcntl.LOCK_UN)
+        archiver.join(30)
+    finally:
+        os.close(writer)
+    assert [(r.month, r.action) for r in results] == [(month, "merged" if merging else "archived")]
+    text = archive_text(data_dir / "runs_log" / f"{month}.jsonl.zst")
+    assert text == b"".join([*(earlier if merging else []), *kept, *replacing])
+
+
+#: Archives the data dir argument (keep 2 months, as of NOW) under an address-space limit of
+#: what the interpreter already uses plus the second argument (bytes); prints the results.
+CHILD_ARCHIVE_LIMITED = """
+import datetime as dt, json, resource, sys
+from pathlib import Path
+import zstandard
+from mantisd.archive import archive_log
+with open("/proc/self/status") as f:
+    used = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmSize:"))
+limit = used + int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+now = dt.datetime(2026, 11, 15, tzinfo=dt.UTC)
+results = archive_log(Path(sys.argv[1]), keep_months=2, now=now)
+print(json.dumps([(r.action, r.lines) for r in results]))
+"""
+
+
+def test_a_big_month_of_late_rows_is_merged_in_bounded_memory(data_dir: Path) -> None:
+    """96 MiB of late rows (1,500 of 64 KiB, 10 of them in the archive already) merged with
+    48 MiB of address space more than the interpreter's own: the shard is streamed twice,
+    never held (it was held whole, then split: MemoryError)."""
+    month = "2026-08"
+    big = month_lines(month, 1500, padding="p" * (64 << 10))
+    write_shard(data_dir, month, big[:10])
+    list(archive_log(data_dir, keep_months=2, now=NOW))
+    write_shard(data_dir, month, big)  # as if a run died between its rename and its unlink
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD_ARCHIVE_LIMITED, str(data_dir), str(48 << 20)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == [["merged", 1490]]
+    assert archive_text(data_dir / "runs_log" / f"{month}.jsonl.zst") == b"".join(big)
 
 
 def test_a_torn_tail_is_archived_as_its_own_line(data_dir: Path) -> None:

@@ -26,7 +26,7 @@ from mantisd.reader import Scanner, ScanReport, StatRow
 from mantisd.schema import ValidRow, validate
 from mantisd.store import OpenShards, StoreError, append, append_rows, group_by_shard
 from tests.full_disk import mounted_tmpfs, shard_on_a_full_disk
-from tests.proc import fds_on
+from tests.proc import fds_on, wait_for_flock_waiter
 from tests.rows import make_row
 
 JAN = "2026-01"
@@ -268,16 +268,6 @@ def test_a_shard_deleted_between_appends_gets_a_fresh_file(
     assert shard.read_bytes() == new
 
 
-def wait_for_flock_waiter(inode: int, child: subprocess.Popen[str]) -> None:
-    """Block until `/proc/locks` shows a process waiting for the flock on `inode`."""
-    deadline = time.monotonic() + 30
-    pattern = re.compile(rf"-> FLOCK .*:{inode} ")
-    while not pattern.search(Path("/proc/locks").read_text()):
-        assert child.poll() is None, child.communicate()
-        assert time.monotonic() < deadline, "the child never waited for the lock"
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("move", ["rename", "unlink", "rename-and-recreate"])
 def test_a_shard_moved_while_a_writer_waits_for_the_lock(data_dir: Path, move: str) -> None:
     """The writer opened the old file before it was moved: it must notice and reopen.
@@ -298,7 +288,7 @@ def test_a_shard_moved_while_a_writer_waits_for_the_lock(data_dir: Path, move: s
         text=True,
     )
     try:
-        wait_for_flock_waiter(os.fstat(keeper).st_ino, child)
+        wait_for_flock_waiter(os.fstat(keeper).st_ino, lambda: child.poll() is None)
         if move == "unlink":
             shard.unlink()
         else:

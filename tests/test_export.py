@@ -24,6 +24,7 @@ from mantisd.export.dataset import COLUMNS, FINGERPRINT_KEY
 from mantisd.sample import generate
 from mantisd.source_id import ensure_source
 from tests.fleet import month_line, month_lines
+from tests.parity import close
 from tests.stats_data import line, write_shard
 
 MANTIS = Path(sys.executable).with_name("mantis")
@@ -228,14 +229,48 @@ def test_parquet_and_another_place_is_a_usage_error(other: list[str], tmp_path: 
     assert result.exit_code == 2 and "--parquet names a place to read" in result.stderr
 
 
-def test_grouping_by_an_extra_key_from_parquet_is_a_clear_usage_error(
-    pod: Path, tmp_path: Path
+def test_a_bad_line_beside_rows_with_extra_keys_is_skipped_and_counted_once(
+    data_dir: Path, tmp_path: Path
 ) -> None:
-    """The dataset keeps the page's keys only (row fields group: tests/test_sources_parity)."""
-    export(tmp_path / "pq", pod)
-    result = invoke("stats", WF, "--by", "region", "--parquet", str(tmp_path / "pq"))
-    assert result.exit_code == 2 and "--by region" in result.stderr
-    assert "extra top-level keys" in result.stderr
+    good = [month_line("2026-10", region="eu"), month_line("2026-10")]
+    write_shard(data_dir, "2026-10", [good[0], b'{"not": "a row"}\n', good[1]])
+    result = invoke("export", "--parquet", str(tmp_path / "pq"), "--data-dir", str(data_dir))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable line" in result.stderr, result.stderr
+    found = query(f"SELECT extra_keys FROM read_parquet('{tmp_path}/pq/month=*/*.parquet')")
+    assert sorted(map(str, found)) == sorted(map(str, [({"region": '"eu"'},), (None,)]))
+
+
+def test_extra_top_level_keys_are_kept_as_canonical_json_text(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Keys the page does not define: name -> canonical JSON text (keys sorted, numbers by
+    value), the text `--by` groups by; NULL for a row without any."""
+    values: list[object] = ["eu", 3, 1e16, {"zone": "b", "a": 2.50}, None, [1, "x"]]
+    lines = [
+        month_line("2026-10", region=v, **({"pod-class": "gpu"} if i else {}))
+        for i, v in enumerate(values)
+    ]
+    lines.append(month_line("2026-10"))  # no extra key at all
+    write_shard(data_dir, "2026-10", lines)
+    export(tmp_path / "pq", data_dir)
+    found = query(
+        f"SELECT extra_keys FROM read_parquet('{tmp_path}/pq/month=*/*.parquet') "
+        "ORDER BY finished_at"
+    )
+    assert [row[0] for row in found] == [
+        {"region": '"eu"'},
+        {"pod-class": '"gpu"', "region": "3"},
+        {"pod-class": '"gpu"', "region": "10000000000000000"},
+        {"pod-class": '"gpu"', "region": '{"a":2.5,"zone":"b"}'},
+        {"pod-class": '"gpu"', "region": "null"},
+        {"pod-class": '"gpu"', "region": '[1,"x"]'},
+        None,
+    ]
+    grouped = invoke("stats", WF, "--by", "region", "--json", "--parquet", str(tmp_path / "pq"))
+    files = invoke("stats", WF, "--by", "region", "--json", "--data-dir", str(data_dir))
+    assert grouped.exit_code == 0, grouped.output
+    assert close(json.loads(grouped.stdout), json.loads(files.stdout)), grouped.stdout
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,9 @@ COLUMNS: Final = (
     ("viable", "BIGINT"),
     #: The row's `error` as JSON text (a quoted string or an object), NULL when it was null.
     ("error", "VARCHAR"),
+    #: The row's top-level keys the page does not define: name -> its value as canonical JSON
+    #: text (keys sorted, numbers by value: `mantisd.stats.canonical`); NULL when none.
+    ("extra_keys", "MAP(VARCHAR, VARCHAR)"),
     ("source_id", "VARCHAR"),
     ("source_label", "VARCHAR"),
 )

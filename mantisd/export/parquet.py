@@ -6,7 +6,8 @@ renamed into `month=YYYY-MM/` (then that directory fsync'ed): a reader sees the 
 the new one, never half of one, whenever the export is interrupted.
 
 Rows are read as `stats` reads them (checked, bad lines skipped and counted, archives
-included, one row per `run_id` per source) and typed explicitly. A `run_id` already in
+included, one row per `run_id` per source: `mantisd.export.rows`, which keeps their extra
+top-level keys too) and typed explicitly. A `run_id` already in
 another source's file of the same month is left out, so the dataset holds one row per run and
 every engine's plain query is right.
 
@@ -41,25 +42,20 @@ from mantisd.export.dataset import (
     require_duckdb,
     sql_string,
 )
+from mantisd.export.rows import EXTRA, write_rows
 from mantisd.paths import list_log_files
-from mantisd.reader import CheckedRow, Scanner, ScanReport
-from mantisd.schema import BUCKETS, TOTAL, Seconds
+from mantisd.reader import ScanReport
+from mantisd.schema import BUCKETS, TOTAL
 from mantisd.source_id import ensure_source
 
 LOCK_FILE: Final = ".mantis-export.lock"
 TEMP_PREFIX: Final = ".export-"
 #: Part of every fingerprint: a new layout rewrites every file.
-LAYOUT_VERSION: Final = "1"
+LAYOUT_VERSION: Final = "2"  # 2: extra_keys
 
 
 class ExportError(Exception):
     """Raised when the export cannot run (DIR locked, unusable); the message says why."""
-
-
-class _Row(CheckedRow, gc=False):
-    """A checked row, as the export writes it for DuckDB to type."""
-
-    wall_time_breakdown: dict[str, Seconds]
 
 
 @dataclass
@@ -192,7 +188,7 @@ def _export_month(
     if _stored_fingerprint(conn, final) == stamp:
         return ExportResult(month, source.source_id, source.label, final, written=False)
     rows_file = work / "rows.jsonl"
-    read = _write_rows(rows_file, source.dirs, month, report, since, until)
+    read = write_rows(rows_file, source.dirs, month, report, since, until)
     others = [p for p in month_dir(target, month).glob("*.parquet") if p.name != final.name]
     part = work / "part.parquet"
     select = _select(rows_file, source, others)
@@ -208,44 +204,6 @@ def _export_month(
     )
 
 
-def _write_rows(
-    path: Path,
-    dirs: list[Path],
-    month: str,
-    report: ScanReport,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-) -> int:
-    """The source's checked rows of `month` in the window, one per `run_id`, as JSON lines
-    for DuckDB; how many."""
-    encoder = msgspec.json.Encoder()
-    seen: set[str] = set()
-    count = 0
-    with path.open("wb") as out:
-        for data_dir in dirs:
-            blocks = Scanner(_Row).scan_blocks(
-                data_dir, report, oldest_month=month, newest_month=month
-            )
-            try:
-                for block in blocks:
-                    kept = []
-                    for row in block:
-                        if (since is not None and row.finished_at < since) or (
-                            until is not None and row.finished_at >= until
-                        ):
-                            continue
-                        if row.run_id in seen:
-                            report.duplicates += 1
-                            continue
-                        seen.add(row.run_id)
-                        kept.append(row)
-                    out.write(encoder.encode_lines(kept))
-                    count += len(kept)
-            finally:
-                blocks.close()
-    return count
-
-
 def _select(rows_file: Path, source: _Source, others: list[Path]) -> str:
     """The typed SELECT of the dataset's columns from the rows file."""
     read_columns = {
@@ -255,6 +213,7 @@ def _select(rows_file: Path, source: _Source, others: list[Path]) -> str:
         "steps_executed": "BIGINT",
         "viable": "BIGINT",
         "error": "JSON",
+        EXTRA: "MAP(VARCHAR, VARCHAR)",
     }
     columns = ", ".join(f"{sql_string(n)}: {sql_string(t)}" for n, t in read_columns.items())
     nine = ", ".join(map(sql_string, (*BUCKETS, TOTAL)))
@@ -267,6 +226,7 @@ def _select(rows_file: Path, source: _Source, others: list[Path]) -> str:
         "steps_executed": "steps_executed",
         "viable": "viable",
         "error": "error::VARCHAR",
+        "extra_keys": EXTRA,
         "source_id": sql_string(source.source_id),
         "source_label": sql_string(source.label),
     }

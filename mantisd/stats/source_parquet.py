@@ -8,9 +8,10 @@ The same query objects as the files (`mantisd.stats.source`):
 - `stats` gets its percentiles from DuckDB's `quantile_cont` (type 7, numpy's linear: never
   `quantile`, which is the discrete one); `compare` and `trend` fetch the values, sorted by
   DuckDB, and compute the rest here exactly as from files.
-- Groups (`--by`, columns of the row) are DuckDB's `GROUP BY`; "last N" of each group is a
-  window function (`row_number() OVER (PARTITION BY ...)`). The dataset holds no extra
-  top-level keys, so grouping by one is a usage error (`UnsupportedQuery`).
+- Groups (`--by`) are DuckDB's `GROUP BY`; "last N" of each group is a window function
+  (`row_number() OVER (PARTITION BY ...)`). An extra top-level key is read from the
+  `extra_keys` map (its canonical JSON text, a string by its value, as the files group by); a
+  dataset with files exported before that column existed is a usage error for it.
 - Cost components (`--breakdown cost`) are read from each selected run's `cost_breakdown`
   JSON text by the files' own rule (`mantisd.stats.costs.numeric_costs`) and gathered like
   the runs of any source (`mantisd.stats.run_selections`), never written again in SQL.
@@ -29,7 +30,7 @@ from typing import Any, Final
 
 from mantisd.export.dataset import PARTITION, files_glob, require_duckdb, sql_string
 from mantisd.reader import ScanReport
-from mantisd.schema import BUCKETS, TOTAL
+from mantisd.schema import BUCKETS, ROW_FIELDS, TOTAL
 from mantisd.stats.costs import COST, numeric_costs
 from mantisd.stats.grouping import extra_fields
 from mantisd.stats.percentiles import REPORTED
@@ -74,10 +75,7 @@ class ParquetSource:
     def _filters(self, query: StatsQuery) -> tuple[str, list[Any]]:
         extras = extra_fields(query.by)
         if extras:
-            raise UnsupportedQuery(
-                f"--by {extras[0]}: a Parquet dataset holds the page's keys only, not extra "
-                "top-level keys of the rows: query the data dirs or the database"
-            )
+            self._require_extra_keys(extras[0])
         clauses, params = ["workflow_id = ?"], list[Any]([query.workflow_id])
         if query.status is not None:
             clauses.append("status = ?")
@@ -94,7 +92,7 @@ class ParquetSource:
         """The query's last N runs (every run of the window when `last` is unbounded), with
         the group fields of `query.by` in columns `k0`, `k1`, ... (N runs of each group)."""
         where, params = self._filters(query)
-        keys = ", ".join(f'"{name}" AS k{i}' for i, name in enumerate(query.by))
+        keys = ", ".join(f"{_group_value(name)} AS k{i}" for i, name in enumerate(query.by))
         columns = f"*, {keys}" if keys else "*"
         if query.last >= sys.maxsize:
             return f"SELECT {columns} FROM {self._runs} WHERE {where}", params
@@ -104,12 +102,28 @@ class ParquetSource:
                 f"SELECT {columns} FROM {self._runs} WHERE {where} {_NEWEST_FIRST} LIMIT ?",
                 params,
             )
-        partition = ", ".join(f'"{name}"' for name in query.by)
+        partition = ", ".join(map(_group_value, query.by))
         return (
             f"SELECT * FROM (SELECT {columns}, row_number() OVER (PARTITION BY {partition} "
             f"{_NEWEST_FIRST}) AS nth FROM {self._runs} WHERE {where}) r WHERE nth <= ?",
             params,
         )
+
+    def _require_extra_keys(self, name: str) -> None:
+        """A usage error when a file of the dataset has no `extra_keys` column (exported by
+        a mantis before it kept them): grouping would put all its runs under `(none)`."""
+        if not any(self.root.glob(f"{PARTITION}=*/*.parquet")):
+            return
+        ((without,),) = self._fetch(
+            "SELECT count(DISTINCT file_name) - count(DISTINCT file_name) FILTER "
+            f"(WHERE name = 'extra_keys') FROM parquet_schema({sql_string(files_glob(self.root))})"
+        )
+        if without:
+            raise UnsupportedQuery(
+                f"--by {name}: {without} file(s) of {self.root} were exported before mantis "
+                f"kept the rows' extra keys: export again (mantis runs export --parquet "
+                f"{self.root} --data-dir ...) to group by one"
+            )
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -315,6 +329,18 @@ def _month_of(instant: dt.datetime) -> str:
 
 def _instant(epoch_us: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=epoch_us)
+
+
+def _group_value(name: str) -> str:
+    """A `--by` field's group value in SQL: its column, or for an extra key the text the files
+    group by (a string's value, else its canonical JSON text; NULL when null or missing)."""
+    if name in ROW_FIELDS:
+        return f'"{name}"'
+    value = f"extra_keys[{sql_string(name)}]"
+    return (
+        f"CASE WHEN {value} IS NULL OR {value} = 'null' THEN NULL WHEN json_type({value}) = "
+        f"'VARCHAR' THEN json_extract_string({value}, '$') ELSE {value} END"
+    )
 
 
 def _empty() -> str:

@@ -35,9 +35,10 @@ from mantisd.schema import validate
 from mantisd.store import append as store_append
 from mantisd.store import append_rows
 from tests.daemon_process import wait_for
+from tests.proc import wait_for_flock_waiter
 from tests.rows import make_row
 from tests.stats_data import GOLDEN, golden_run, write_golden
-from tests.test_store import CHILD_APPEND, row_line, wait_for_flock_waiter
+from tests.test_store import CHILD_APPEND, row_line
 
 JAN = "2026-01"
 SCRIPT = b"#!/bin/sh\necho nightly maintenance\n"
@@ -195,7 +196,7 @@ def test_a_link_planted_while_a_writer_waits_for_the_lock(data_dir: Path, outsid
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_for_flock_waiter(os.fstat(keeper).st_ino, child)
+        wait_for_flock_waiter(os.fstat(keeper).st_ino, lambda: child.poll() is None)
         shard.rename(shard.with_name("archived.jsonl"))
         plant_link_to_script(shard, outside)
         fcntl.flock(keeper, fcntl.LOCK_UN)

@@ -8,14 +8,16 @@ archives transparently, so nothing else changes.
 
 Durable, atomic, and safe against concurrent writers (design.md, "Shards"):
 
-1. Without any lock, the shard's whole lines so far (and the old archive's) are compressed
-   into a temporary file in `runs_log/` (a dot name no reader matches) and fdatasync'ed.
-2. Under the shard's `flock` (the writers' lock: held here only for the tail), the shard is
-   checked to still end, where step 1 stopped, with the bytes step 1 read (a writer that
-   rolled its rows back after a failed fsync may have let another write others in their
-   place: then the month starts over), the lines appended since are added, the archive
-   finished and fsync'ed, renamed over the month's archive, the directory fsync'ed, then the
-   shard unlinked and the directory fsync'ed again.
+1. The shard's size is read under its `flock` (the writers' lock, held for that instant):
+   every line below it is committed, fsync'ed, and never rolled back (a writer whose fsync
+   fails cuts its file back to where its own rows began). Without any lock, those lines (and
+   the old archive's) are compressed into a temporary file in `runs_log/` (a dot name no
+   reader matches) and fdatasync'ed.
+2. Under the shard's `flock` (held here only for the tail), the shard is checked to still
+   end, where step 1 stopped, with the bytes step 1 read (else someone truncated it behind
+   the writers' backs: the month starts over), the lines appended since are added, the
+   archive finished and fsync'ed, renamed over the month's archive, the directory fsync'ed,
+   then the shard unlinked and the directory fsync'ed again.
    A writer that was waiting for the lock finds its file gone from the log and writes its rows
    again to a fresh shard (`mantisd.store`): late rows, merged by the next run.
 
@@ -225,7 +227,7 @@ class _Log:
             try:
                 _same_owner(out, opened)
                 writer = compressed.ArchiveWriter(out, level=self.level)
-                snapshot = _last_line_end(fd, opened.st_size)
+                snapshot = _committed_end(fd)
                 if merging:
                     lines, last = _merge_archive(self.fd, target, fd, snapshot, writer)
                 else:
@@ -236,8 +238,8 @@ class _Log:
                     raise _Changed
                 size = os.fstat(fd).st_size
                 if size < snapshot or os.pread(fd, len(last), snapshot - len(last)) != last:
-                    # A writer rolled its rows back (a failed fsync) and another wrote others
-                    # in their place since we read them: what we compressed is not the log.
+                    # Truncated (or rewritten) behind the writers' backs since: what we
+                    # compressed is not the log any more.
                     raise _Changed
                 tail = b"".join(_whole_lines(fd, snapshot, size))
                 if tail and not tail.endswith(b"\n"):
@@ -269,6 +271,19 @@ def _same_owner(fd: int, like: os.stat_result) -> None:
     if (made.st_uid, made.st_gid) != (like.st_uid, like.st_gid):  # e.g. archived by root
         with contextlib.suppress(PermissionError):
             os.fchown(fd, like.st_uid, like.st_gid)
+
+
+def _committed_end(fd: int) -> int:
+    """Where the shard's committed lines end: its size taken under the writers' lock (no
+    writer is then between its write and its fsync, and a rollback later only ever cuts back
+    to a size it saw under that lock, never below this one), back to a line end (a writer
+    that died mid-write leaves a torn tail, taken with the tail under the lock)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        size = os.fstat(fd).st_size
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    return _last_line_end(fd, size)
 
 
 def _last_line_end(fd: int, size: int) -> int:

@@ -136,16 +136,29 @@ def test_a_run_killed_after_its_rename_is_finished_without_doubling_a_line(
     assert report.duplicates == 0 and len(ids) == 1501
 
 
+def rolled_back_and_replacing(month: str, same_tail: bool) -> tuple[list[bytes], list[bytes]]:
+    """A writer's rows that its failed fsync rolls back, and another writer's in their place:
+    fewer, or (`same_tail`) one row of the same length then the same 10 rows (over 4 KiB),
+    as when the first writer's client retries its batch behind another client's row."""
+    if not same_tail:
+        return month_lines(month, 5), month_lines(month, 3)
+    tail = month_lines(month, 10)
+    first, second = month_line(month, run_id="rolled-back"), month_line(month, run_id="written-ack")
+    assert len(first) == len(second) and len(b"".join(tail)) > 4096
+    return [first, *tail], [second, *tail]
+
+
+@pytest.mark.parametrize("same_tail", [False, True], ids=["fewer", "same-tail"])
 @pytest.mark.parametrize("merging", [False, True], ids=["archive", "merge"])
-def test_rows_rolled_back_and_replaced_before_the_lock_are_archived_as_the_log_then_is(
-    data_dir: Path, merging: bool
+def test_rows_rolled_back_and_replaced_while_the_archiver_starts_are_archived_as_the_log_is(
+    data_dir: Path, merging: bool, same_tail: bool
 ) -> None:
-    """A writer's failed fsync rolls its rows back (the shard truncated) and another writer
-    appends other rows, all after the archiver read the shard and before it got the lock:
-    the archive must hold the rows the log holds then, not the rolled-back ones."""
+    """A writer has written rows and not yet fsynced them when the archiver starts; its fsync
+    fails, it rolls them back (the shard truncated) and another writer appends other rows in
+    their place: the archive must hold the rows the log holds, never the rolled-back ones."""
     month = "2026-08"
     earlier, kept = month_lines(month, 20), month_lines(month, 50)
-    rolled_back, replacing = month_lines(month, 5), month_lines(month, 3)
+    rolled_back, replacing = rolled_back_and_replacing(month, same_tail)
     if merging:
         write_shard(data_dir, month, earlier)
         list(archive_log(data_dir, keep_months=2, now=NOW))

@@ -241,6 +241,27 @@ def test_a_bad_line_beside_rows_with_extra_keys_is_skipped_and_counted_once(
     assert sorted(map(str, found)) == sorted(map(str, [({"region": '"eu"'},), (None,)]))
 
 
+def test_an_extra_number_beyond_a_double_is_exported_as_written(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """mantis never stores one; a hand-written line may (the reader takes the row: extra keys
+    are not its business). The export must neither fail nor hang on it."""
+    lines = [month_line("2026-10", note="x") for _ in range(2)]
+    for number in (b"1e5000", b"1e100000000"):
+        lines.append(month_line("2026-10")[:-2] + b',"note":' + number + b"}\n")
+    write_shard(data_dir, "2026-10", lines)
+    export(tmp_path / "pq", data_dir)
+    found = query(
+        f"SELECT extra_keys['note'] FROM read_parquet('{tmp_path}/pq/month=*/*.parquet') "
+        "ORDER BY finished_at"
+    )
+    assert [row[0] for row in found] == ['"x"', '"x"', "1e5000", "1e100000000"]
+    grouped = invoke("stats", WF, "--by", "note", "--json", "--parquet", str(tmp_path / "pq"))
+    files = invoke("stats", WF, "--by", "note", "--json", "--data-dir", str(data_dir))
+    assert grouped.exit_code == 0 and files.exit_code == 0, grouped.output + files.output
+    assert close(json.loads(grouped.stdout), json.loads(files.stdout)), grouped.stdout
+
+
 def test_extra_top_level_keys_are_kept_as_canonical_json_text(
     data_dir: Path, tmp_path: Path
 ) -> None:

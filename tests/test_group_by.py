@@ -131,6 +131,8 @@ def test_exemplars_per_group(models_dir: Path) -> None:
         (["--by", "total_time_s"], "'total_time_s' cannot group runs"),
         (["--by", "model", "--by", "model"], "'model' given more than once"),
         (["--by", ""], "an empty field name cannot group runs"),
+        (["--by", 'a"b'], "'a\"b' cannot group runs: a key name with a quote or a backslash"),
+        (["--by", "a\\b"], "cannot group runs: a key name with a quote or a backslash"),
     ],
 )
 @pytest.mark.parametrize("command", ["stats", "compare"])

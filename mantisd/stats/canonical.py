@@ -12,16 +12,27 @@ all print it alike (design.md, "Fleet": one answer from every source).
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 
+class _BeyondDouble(ValueError):
+    """A number no double holds (`1e5000`): mantis never stores one, a hand-written or
+    foreign line may hold one."""
+
+
+_LARGEST: Final = Decimal(sys.float_info.max)
+
+
 def _exact_number(text: str) -> int | float:
-    """A JSON number with a fraction or an exponent, by its exact value (never infinite:
-    rows with numbers out of a float's range are refused when they are stored)."""
+    """A JSON number with a fraction or an exponent, by its exact value; `_BeyondDouble` past
+    a double's range (never spelled out: `1e100000000` would be a hundred million digits)."""
     value = Decimal(text)
+    if value.adjusted() > _LARGEST.adjusted() or value.copy_abs() > _LARGEST:  # no context
+        raise _BeyondDouble(text)
     if value == value.to_integral_value():
         return int(value)
     return float(text)
@@ -31,11 +42,19 @@ _decode = msgspec.json.Decoder(float_hook=_exact_number).decode
 
 
 def canonical_text(raw: bytes | str) -> str:
-    """The canonical compact JSON of an encoded value (the text a group key shows)."""
-    return msgspec.json.encode(_decode(raw), order="deterministic").decode()
+    """The canonical compact JSON of an encoded value (the text a group key shows); a value
+    holding a number beyond a double's range keeps its text as written, stripped."""
+    try:
+        return msgspec.json.encode(_decode(raw), order="deterministic").decode()
+    except msgspec.ValidationError:  # `_BeyondDouble`, as msgspec reports a hook's error
+        return (raw if isinstance(raw, str) else bytes(raw).decode()).strip()
 
 
 def canonical_value(raw: bytes | str) -> Any:
     """The decoded value of `raw`, objects rebuilt with their keys sorted and numbers by value
     (so that encoding it, or rendering it, gives the canonical text)."""
-    return msgspec.json.decode(canonical_text(raw))
+    text = canonical_text(raw)
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:  # a number beyond a double's range, kept as written
+        return text

@@ -37,6 +37,8 @@ def check_by(by: Sequence[str]) -> None:
     for name in by:
         if not name:
             raise ValueError("an empty field name cannot group runs")
+        if '"' in name or "\\" in name:
+            raise ValueError(f"{name!r} cannot group runs: a key name with a quote or a backslash")
         if name in ROW_FIELDS and name not in GROUP_FIELDS:
             raise ValueError(
                 f"{name!r} cannot group runs: group by {', '.join(GROUP_FIELDS)}, or by a "
@@ -92,10 +94,13 @@ def _raw_value(get: Callable[[Any], Any]) -> Callable[[Any], str | None]:
         raw = get(row)
         if raw is msgspec.UNSET:
             return None
-        decoded = msgspec.json.decode(raw)
-        if decoded is None or isinstance(decoded, str):
+        text = bytes(raw)
+        if text.startswith(b'"'):
+            decoded: str = msgspec.json.decode(text, type=str)
             return decoded
-        return canonical_text(raw)  # the same text from every source (JSONB reorders keys)
+        if text == b"null":
+            return None
+        return canonical_text(text)  # the same text from every source (JSONB reorders keys)
 
     return value
 

@@ -75,7 +75,7 @@ class ParquetSource:
     def _filters(self, query: StatsQuery) -> tuple[str, list[Any]]:
         extras = extra_fields(query.by)
         if extras:
-            self._require_extra_keys(extras[0])
+            self._require_extra_keys(extras[0], query)
         clauses, params = ["workflow_id = ?"], list[Any]([query.workflow_id])
         if query.status is not None:
             clauses.append("status = ?")
@@ -85,7 +85,7 @@ class ParquetSource:
             params += [query.since, _month_of(query.since)]
         if query.until is not None:
             clauses += ["finished_at < ?", f"{PARTITION} <= ?"]
-            params += [query.until, _month_of(query.until - dt.timedelta(microseconds=1))]
+            params += [query.until, _month_of(_before(query.until))]
         return " AND ".join(clauses), params
 
     def _selected(self, query: StatsQuery) -> tuple[str, list[Any]]:
@@ -109,20 +109,33 @@ class ParquetSource:
             params,
         )
 
-    def _require_extra_keys(self, name: str) -> None:
-        """A usage error when a file of the dataset has no `extra_keys` column (exported by
-        a mantis before it kept them): grouping would put all its runs under `(none)`."""
-        if not any(self.root.glob(f"{PARTITION}=*/*.parquet")):
+    def _require_extra_keys(self, name: str, query: StatsQuery) -> None:
+        """A usage error naming the files of the query's months that have no `extra_keys`
+        column (exported by a mantis before it kept them): grouping would put all their runs
+        under `(none)`."""
+        low = "" if query.since is None else f"{PARTITION}={_month_of(query.since)}"
+        high = "~" if query.until is None else f"{PARTITION}={_month_of(_before(query.until))}"
+        files = [
+            path
+            for path in sorted(self.root.glob(f"{PARTITION}=*/*.parquet"))
+            if low <= path.parent.name <= high
+        ]
+        if not files:
             return
-        ((without,),) = self._fetch(
-            "SELECT count(DISTINCT file_name) - count(DISTINCT file_name) FILTER "
-            f"(WHERE name = 'extra_keys') FROM parquet_schema({sql_string(files_glob(self.root))})"
+        listed = ", ".join(map(sql_string, files))
+        having = self._fetch(
+            f"SELECT DISTINCT file_name FROM parquet_schema([{listed}]) WHERE name = 'extra_keys'"
         )
+        without = [p for p in files if str(p) not in {found for (found,) in having}]
         if without:
+            named = ", ".join(str(p.relative_to(self.root)) for p in without[:3])
+            if len(without) > 3:
+                named += f" and {len(without) - 3} more"
             raise UnsupportedQuery(
-                f"--by {name}: {without} file(s) of {self.root} were exported before mantis "
-                f"kept the rows' extra keys: export again (mantis runs export --parquet "
-                f"{self.root} --data-dir ...) to group by one"
+                f"--by {name}: {named} in {self.root} {'was' if len(without) == 1 else 'were'} "
+                "exported by a mantis that did not keep the rows' extra keys: export those "
+                f"months again (mantis runs export --parquet {self.root} --data-dir ...), or "
+                "remove the files of months no log holds any more"
             )
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -329,6 +342,11 @@ def _month_of(instant: dt.datetime) -> str:
 
 def _instant(epoch_us: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=epoch_us)
+
+
+def _before(instant: dt.datetime) -> dt.datetime:
+    """The last instant before `instant` (an exclusive `until`'s month is this one's)."""
+    return instant - dt.timedelta(microseconds=1)
 
 
 def _group_value(name: str) -> str:

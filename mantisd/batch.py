@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import operator
 import typing
 from collections.abc import Sequence
@@ -81,6 +82,8 @@ def _lean_row() -> Any:
 
 
 LeanRow: Final[Any] = _lean_row()
+
+logger = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(WireRow)
 _decode = _decoder.decode
@@ -233,6 +236,9 @@ def validate_lines(bodies: Sequence[bytes], *, now: dt.datetime | None = None) -
             errors[i] = "row: not valid UTF-8"
         except RecursionError:  # a defence: `validate` words this itself
             errors[i] = "row: nested too deeply"
+        except Exception as exc:  # a bug in a check must cost this line, not the connection
+            logger.exception("validating a row failed unexpectedly")
+            errors[i] = f"row: could not be checked ({type(exc).__name__}: {exc})"
         else:
             months[i] = valid.month
             stored[i] = valid.line[:-1]

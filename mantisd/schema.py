@@ -149,7 +149,11 @@ def _out_of_bounds(value: Any) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     if value > MAX_SECONDS:
-        return f"{value:g} is more than {MAX_SECONDS:g} seconds (about 31 years), the bound"
+        try:
+            shown = f"{value:g}"
+        except OverflowError:  # an integer too big for a float (hundreds of digits)
+            shown = "a number beyond a double's range"
+        return f"{shown} is more than {MAX_SECONDS:g} seconds (about 31 years), the bound"
     return None
 
 
@@ -208,7 +212,9 @@ def validate(
     try:
         valid = _validate(data)
     except RecursionError:  # msgspec and the checks below recurse once per level of nesting
-        raise RowError("row: nested too deeply (more than about 1,000 levels)") from None
+        raise RowError(
+            "row: nested too deeply (more than about 1,000 levels, or a value holding itself)"
+        ) from None
     if len(valid.line) > MAX_LINE_BYTES:
         raise RowError(
             f"row: {len(valid.line)} bytes stored, more than the {MAX_LINE_BYTES} a line may hold"
@@ -245,8 +251,10 @@ def _check_finite(values: Mapping[str, Any]) -> None:
 
     JSON has no form for them: encoded they would become `null`, a value changed without a
     word (`1e400` in a line decodes to `inf`; a Python caller can pass `float("nan")`).
-    Iterative, so that nesting depth costs no recursion.
+    Iterative, so that nesting depth costs no recursion; each container is looked into once,
+    so that one holding itself (a caller's cycle, which the encoder then refuses) ends.
     """
+    seen: set[int] = set()
     for key, value in values.items():
         stack = [value]
         while stack:
@@ -254,10 +262,11 @@ def _check_finite(values: Mapping[str, Any]) -> None:
             if isinstance(item, float):
                 if not math.isfinite(item):
                     raise RowError(f"{key}: a number is out of range (JSON has no {item})")
-            elif isinstance(item, Mapping):
-                stack.extend(item.values())
-            elif isinstance(item, list | tuple):
-                stack.extend(item)
+            elif isinstance(item, Mapping | list | tuple):
+                if id(item) in seen:
+                    continue
+                seen.add(id(item))
+                stack.extend(item.values() if isinstance(item, Mapping) else item)
 
 
 def _canonical(data: bytes) -> tuple[Row, bytes] | None:

@@ -239,6 +239,24 @@ def test_idle_connection_is_closed(
         good_row_succeeds(d, row_factory)
 
 
+def test_a_connection_sending_within_a_short_idle_timeout_stays_open(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """With `--idle-timeout 0.8`, a row every 0.2 s keeps the connection: the deadline was
+    moved at most once a second, so such a connection was closed at 0.8 s."""
+    with running_daemon(short_tmp / "m.sock", data_dir, "--idle-timeout", "0.8") as d:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(d.socket))
+            reader = sock.makefile("rb")
+            rows = [row_factory() for _ in range(10)]
+            for row in rows:
+                sock.sendall(msgspec.json.encode(row) + b"\n")
+                assert msgspec.json.decode(reader.readline()) == OK
+                time.sleep(0.2)
+        assert all_run_ids(data_dir) == [r["run_id"] for r in rows]
+
+
 def test_max_connections_exceeded_gets_unavailable(
     short_tmp: Path, data_dir: Path, row_factory: RowFactory
 ) -> None:
@@ -472,6 +490,20 @@ def test_a_row_nested_too_deeply_is_invalid_and_the_connection_goes_on(
     assert all_run_ids(daemon.data_dir) == [r["run_id"] for r in [*before, *after]]
     assert daemon.status()["rows_rejected"] == 1
     good_row_succeeds(daemon, row_factory)
+
+
+def test_an_integer_too_big_for_a_double_is_invalid_and_the_connection_goes_on(
+    daemon: DaemonProcess, row_factory: RowFactory
+) -> None:
+    """400 nines as `total_time_s` once raised OverflowError while the refusal was worded:
+    the connection closed without a reply, the good rows around it unanswered."""
+    before, after = [row_factory() for _ in range(2)], [row_factory() for _ in range(2)]
+    line = msgspec.json.encode(row_factory())
+    huge = line.replace(b'"total_time_s":', b'"total_time_s":' + b"9" * 400 + b',"x":', 1)
+    replies = daemon.send_rows([*before, huge, *after])
+    assert replies[:2] == [OK] * 2 and replies[3:] == [OK] * 2
+    assert replies[2]["kind"] == "invalid" and "beyond a double's range" in replies[2]["error"]
+    assert all_run_ids(daemon.data_dir) == [r["run_id"] for r in [*before, *after]]
 
 
 def test_the_line_limit_cannot_exceed_what_readers_read(short_tmp: Path) -> None:

@@ -306,3 +306,29 @@ def test_sigterm_while_the_writer_is_stuck_answers_and_drains(
     assert set(kinds) <= {"ok", "unavailable"}
     acked = [row["run_id"] for row, reply in zip(rows, replies, strict=False) if reply == OK]
     assert set(acked) <= set(all_run_ids(data_dir))
+
+
+def test_sigterm_while_a_shard_is_locked_elsewhere_stops_within_the_drain_timeout(
+    short_tmp: Path, data_dir: Path, row_factory: RowFactory
+) -> None:
+    """The writer waits up to `--lock-timeout` for a shard another process holds; SIGTERM must
+    still stop the daemon about `--drain-timeout` later (it used to wait the whole lock
+    timeout, past systemd's TimeoutStopSec), the waiting rows answered with a storage error."""
+    from tests.test_daemon_memory import shard_locked, this_shard
+
+    args = ("--lock-timeout", "60", "--drain-timeout", "1")
+    with running_daemon(short_tmp / "m.sock", data_dir, *args) as d:
+        shard = this_shard(d, row_factory())
+        replies: list[dict[str, Any]] = []
+        with shard_locked(shard):
+            client = threading.Thread(target=lambda: replies.extend(d.send_rows([row_factory()])))
+            client.start()
+            wait_for(lambda: d.status()["writer_blocked_s"] > 0, timeout=20)
+            signalled = time.monotonic()
+            d.send_signal(signal.SIGTERM)
+            code = d.proc.wait(30)
+            stopped_after = time.monotonic() - signalled
+            client.join(10)
+    assert code == 0 and stopped_after < 20, (code, stopped_after)
+    assert len(replies) == 1 and replies[0]["kind"] == "storage", replies
+    assert "mantisd is stopping" in replies[0]["error"]

@@ -76,3 +76,19 @@ async def test_rejections_are_queued_in_memory_bounded_and_written_by_flush(
     written = (tmp_path / "runs_log" / "rejected" / "rejected.jsonl").read_bytes()
     assert 0 < len(written) <= rejected.MAX_PENDING_BYTES
     assert written.count(b"\n") + log.dropped == 2 * rejected.MAX_PENDING_BYTES // len(line)
+
+
+def test_the_status_latencies_are_sorted_again_only_after_a_commit() -> None:
+    """A client pipelining thousands of `{"op":"status"}` once made the event loop sort the
+    latency window for each one (0.8 ms apiece), and other clients' appends timed out."""
+    from mantisd.daemon.status import Counters
+
+    counters = Counters(latency_window=1000)
+    counters.commit_seconds.extend([0.001] * 999 + [0.5])
+    counters.batches = 1
+    first = counters.snapshot(queue_depth=0, writer_busy=False)
+    assert (first["fsync_p50_ms"], first["fsync_p99_ms"]) == (1.0, 1.0)
+    counters.commit_seconds.extend([0.5] * 1000)  # not counted as a commit: not looked at
+    assert counters.snapshot(queue_depth=0, writer_busy=False)["fsync_p50_ms"] == 1.0
+    counters.batches = 2  # a commit: the window is read again
+    assert counters.snapshot(queue_depth=0, writer_busy=False)["fsync_p50_ms"] == 500.0

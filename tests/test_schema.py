@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -356,7 +359,9 @@ def test_a_row_nested_too_deeply_is_a_row_error_on_every_path(form: str) -> None
         "mapping": lambda: raw,
         "struct error": lambda: raw,
     }[form]()
-    assert reject(data) == "row: nested too deeply (more than about 1,000 levels)"
+    assert reject(data) == (
+        "row: nested too deeply (more than about 1,000 levels, or a value holding itself)"
+    )
 
 
 def test_a_row_nested_deeply_but_within_bounds_is_kept() -> None:
@@ -460,3 +465,52 @@ def test_the_future_check_can_be_left_to_the_receiving_host() -> None:
     ahead = row_at(finished_at="2026-05-16T00:00:00Z")
     assert "more than a day in the future" in reject(ahead)
     assert validate(ahead, now=NOW, check_future=False).row.run_id == ahead["run_id"]
+
+
+#: Validates a row whose `cost_breakdown`, `error` or extra key holds itself; prints the error.
+CHILD_CYCLE = """
+import sys
+from mantisd.schema import RowError, validate
+from tests.rows import make_row
+cycle = {}
+cycle["self"] = cycle
+row = make_row()
+row[sys.argv[1]] = cycle
+try:
+    validate(row)
+except RowError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("key", ["cost_breakdown", "error", "an_extra_key"])
+def test_a_value_holding_itself_is_refused_not_walked_forever(key: str) -> None:
+    """A caller's cyclic dict once kept the finiteness check walking it forever (the client's
+    `append` hung): in a child with a deadline, so that a hang fails instead of waiting."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_CYCLE, key],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "or a value holding itself" in done.stdout
+
+
+def test_a_shared_value_is_not_a_cycle() -> None:
+    shared = {"usd": 1.5}
+    row = make_row(cost_breakdown={"a": shared, "b": shared})
+    assert b'"cost_breakdown":{"a":{"usd":1.5},"b":{"usd":1.5}}' in validate(row).line
+
+
+def test_an_integer_too_big_for_a_double_is_refused_with_the_bound() -> None:
+    """400 nines once raised OverflowError while wording the refusal (the daemon then closed
+    the connection, with the other rows of it)."""
+    line = msgspec.json.encode(make_row())
+    huge = line.replace(b'"total_time_s":', b'"total_time_s":' + b"9" * 400 + b',"x":', 1)
+    assert reject(huge) == (
+        "total_time_s: a number beyond a double's range is more than 1e+09 seconds "
+        "(about 31 years), the bound"
+    )

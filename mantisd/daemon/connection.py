@@ -48,7 +48,8 @@ MAX_REPLY_BYTES = 64 * 1024
 _MAX_CONTROL_LINE = 256
 #: Batches whose replies are gathered into one socket write, at most.
 _MAX_BATCHES_PER_WRITE = 64
-#: How often (seconds) the idle deadline is pushed back; it need not move on every line.
+#: How often (seconds), at most, the idle deadline is pushed back; it need not move on every
+#: line (a quarter of the idle timeout when that is shorter).
 _IDLE_GRANULARITY = 1.0
 
 _control_decoder = msgspec.json.Decoder(dict[str, Any])
@@ -90,6 +91,8 @@ class Connection:
         #: already accepted as sent
         self._received: list[bytes | list[bytes] | AsSent] = []
         self._idle_pushed = 0.0
+        #: a deadline moved at most this often still leaves 3/4 of the idle timeout to run
+        self._idle_every = min(_IDLE_GRANULARITY, config.idle_timeout / 4)
 
     def stop_reading(self) -> None:
         """Stop taking requests (shutdown); what was already taken is still answered."""
@@ -299,7 +302,7 @@ class Connection:
 
     def _push_idle_deadline(self) -> None:
         now = time.monotonic()  # cheap; anyio's clock is only read when the deadline moves
-        if now - self._idle_pushed >= _IDLE_GRANULARITY:
+        if now - self._idle_pushed >= self._idle_every:
             self._idle_pushed = now
             self.reading.deadline = anyio.current_time() + self.config.idle_timeout
 

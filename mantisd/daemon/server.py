@@ -45,7 +45,7 @@ from mantisd.daemon.notify import Notifier, watchdog_interval
 from mantisd.daemon.rejected import RejectedLog
 from mantisd.daemon.replies import failure
 from mantisd.daemon.status import Counters
-from mantisd.daemon.writer import Batch, Writer
+from mantisd.daemon.writer import LOCK_SLICE, Batch, Writer
 from mantisd.paths import runs_log_dir
 from mantisd.store import ensure_dir
 
@@ -139,6 +139,13 @@ class Server:
             self._drain = drain  # a second signal cancels it (the shield keeps others out)
             await self._all_closed.wait()
             await self.writer.done.wait()
+        if drain.cancelled_caught and not self.writer.done.is_set():
+            # Rows may wait for a shard another process holds (up to --lock-timeout): they are
+            # answered now, and their replies get the time to go out before the connections end.
+            self.writer.stop_waiting()
+            with anyio.move_on_after(LOCK_SLICE + 1.0, shield=True):
+                await self._all_closed.wait()
+                await self.writer.done.wait()
         if drain.cancelled_caught:
             logger.error(
                 "drain timed out after %.0fs: %d rows still queued were not acknowledged",

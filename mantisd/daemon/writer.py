@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -126,8 +127,14 @@ class Writer:
         self.done = anyio.Event()
         self._failing: set[Path] = set()
         self._shards: dict[str, Path] = {}  # month -> path, built once a month, not per commit
+        self._stop_waiting = False
         self._open = OpenShards()  # used on the disk thread only
         self._disk = DiskThread("mantisd-writer", idle=(HOLD_IDLE, self._open.close))
+
+    def stop_waiting(self) -> None:
+        """Stop waiting for shards locked by other processes (the daemon stops): their rows
+        are answered with a storage error within `LOCK_SLICE` seconds, from now on at once."""
+        self._stop_waiting = True
 
     def _shard(self, month: str) -> Path:
         path = self._shards.get(month)
@@ -221,10 +228,13 @@ class Writer:
                 max(0.0, min(LOCK_SLICE, left)),
             )
             waiting = []
+            # Stopping (the drain timed out) or cancelled (a second signal: the shielded calls
+            # above never see it): the wait for a lock ends here, its rows answered.
+            stopping = self._stop_waiting or anyio.current_effective_deadline() == -math.inf
             for i, result in zip(todo, results, strict=True):
                 path = groups[i][0]
                 waited = time.monotonic() - started
-                if result.locked and waited < self.lock_timeout:
+                if result.locked and waited < self.lock_timeout and not stopping:
                     waiting.append(i)
                     if i not in blocked:
                         blocked.add(i)
@@ -241,7 +251,8 @@ class Writer:
                 if result.locked:
                     reason = (
                         f"{path}: another process held the shard's lock for "
-                        f"{self.lock_timeout:g}s; not written"
+                        f"{waited if stopping else self.lock_timeout:.0f}s; not written"
+                        + ("; mantisd is stopping" if stopping else "")
                     )
                     result = result._replace(error=reason)
                 elif i in blocked:

@@ -123,6 +123,48 @@ def test_formula_like_text_is_neutralised(data_dir: Path) -> None:
     assert text("+1") == "'+1" and text("@a") == "'@a" and text("plain") == "plain"
 
 
+ESC = chr(27)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats", "--by", "model", "--exemplars", "--status", ""],
+        ["compare", "--by", "model", "--since", "2026-10-01T00:03:00Z", "--until", "2026-10-02"],
+        ["trend", "--bucket", f"t{ESC}[2J", "--since", "2026-10-01", "--until", "2026-10-02"],
+    ],
+)
+def test_control_characters_in_text_cells_are_spelled(data_dir: Path, command: list[str]) -> None:
+    """Workflow ids, bucket names, group keys and run ids reach the file escaped: `cat` on it
+    drives no terminal, and a bidi override hides no text."""
+    workflow = f"wf-{ESC}]0;owned{chr(7)}"
+    lines = [
+        run(
+            k,
+            run_id=f"run{ESC}[1m-{k}",
+            workflow_id=workflow,
+            model=f"m{ESC}[31m\u202e",
+            wall_time_breakdown={f"t{ESC}[2J": float(k), "act": 1.0},
+        )
+        for k in range(1, 7)
+    ]
+    write(data_dir, lines)
+    name, *args = command
+    result = invoke(name, data_dir, *args, "--format", "csv", workflow=workflow)
+    assert result.exit_code == 0, result.output
+    assert ESC not in result.stdout and chr(7) not in result.stdout, result.stdout
+    assert "\u202e" not in result.stdout, result.stdout
+    table = rows(result.stdout)
+    assert {r["workflow_id"] for r in table} == {"wf-\\x1b]0;owned\\x07"}
+    assert "t\\x1b[2J" in {r["bucket"] for r in table}
+    if "--by" in args:
+        assert {r["model"] for r in table} == {"m\\x1b[31m\\u202e"}
+    if "--exemplars" in args:
+        exemplars = {r["p95_run_id"] for r in table}
+        assert exemplars and exemplars <= {f"run\\x1b[1m-{k}" for k in range(1, 7)}
+    assert text(f"={ESC}[2J") == "'=\\x1b[2J" and text(f"a{ESC}") == "a\\x1b"
+
+
 def test_json_and_csv_together_is_a_usage_error(data_dir: Path) -> None:
     for command in ("stats", "compare", "trend"):
         result = invoke(command, data_dir, "--json", "--format", "csv")

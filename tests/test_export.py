@@ -229,6 +229,18 @@ def test_parquet_and_another_place_is_a_usage_error(other: list[str], tmp_path: 
     assert result.exit_code == 2 and "--parquet names a place to read" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["stats", "compare", "trend", "slowest", "report", "list"])
+def test_source_with_parquet_is_a_usage_error(command: str, pod: Path, tmp_path: Path) -> None:
+    """--source picks pods in a database; over a dataset it would answer with every pod's runs."""
+    export(tmp_path / "pq", pod)
+    args = [] if command == "list" else [WF]
+    if command == "report":
+        args += ["--output", str(tmp_path / "report.html")]
+    result = invoke(command, *args, "--parquet", str(tmp_path / "pq"), "--source", "somepod")
+    assert result.exit_code == 2, result.output
+    assert "--source selects pods in a database: it needs --db" in result.stderr
+
+
 def test_a_bad_line_beside_rows_with_extra_keys_is_skipped_and_counted_once(
     data_dir: Path, tmp_path: Path
 ) -> None:

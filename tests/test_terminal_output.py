@@ -114,3 +114,50 @@ def test_printable_escapes_what_drives_a_terminal(text: str, shown: str) -> None
     from mantisd.text import printable
 
     assert printable(text) == shown
+
+
+ESC = chr(27)
+WORKFLOW = "default__marketplace-listings-v1"
+#: A bucket and a cost_breakdown key from the rows, each holding escape sequences (built with
+#: chr(27) so that the source holds no control character).
+DATA_NAME = f"b{ESC}[31mred{ESC}]0;owned{chr(7)}"
+SHOWN_DATA_NAME = "b\\x1b[31mred\\x1b]0;owned\\x07"
+IN_WINDOW = ["--since", "2026-05-01", "--until", "2026-06-01"]
+
+
+@pytest.fixture
+def evil_names_dir(data_dir: Path) -> Path:
+    rows = [
+        line(
+            run_id=f"r{k}",
+            finished_at=f"2026-05-13T18:0{k}:00Z",
+            wall_time_breakdown={DATA_NAME: 10.0 * k, "act": 1.0},
+            cost_breakdown={DATA_NAME: 0.1 * k},
+        )
+        for k in range(1, 4)
+    ]
+    write_shard(data_dir, "2026-05", rows)
+    return data_dir
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats", "--bucket", "nope"],
+        ["trend", "--bucket", "nope", *IN_WINDOW],
+        ["slowest", "--bucket", "nope"],
+        ["compare", "--bucket", "nope", "--since", "2026-05-13T18:02:00Z", "--until", "2026-05-14"],
+        ["stats", "--breakdown", "cost", "--bucket", "nope"],
+        ["trend", "--breakdown", "cost", *IN_WINDOW],
+        ["slowest", "--breakdown", "cost"],
+        ["slowest", "--breakdown", "cost", "--bucket", "nope"],
+    ],
+)
+def test_usage_errors_escape_the_names_they_list(evil_names_dir: Path, command: list[str]) -> None:
+    """The "known: ..." / "reported: ..." list of a usage error names buckets and cost keys
+    from the rows: on a terminal they are spelled, never run."""
+    name, *rest = command
+    code, shown = on_a_terminal("runs", name, WORKFLOW, *rest, "--data-dir", str(evil_names_dir))
+    assert code == 2, shown
+    assert_inert(shown)
+    assert b"--bucket" in shown and SHOWN_DATA_NAME.encode() in shown, shown

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from mantisd.cli.common import progress, readable
+from mantisd.text import printable
 
 if TYPE_CHECKING:
     from mantisd.reader import ScanReport
@@ -110,7 +111,7 @@ def components_to_show(asked: Sequence[str], reported: Collection[str]) -> list[
     if unknown:
         raise click.BadParameter(
             f"{', '.join(map(repr, unknown))}: no selected run reports this cost_breakdown "
-            f"entry as a number (reported: {', '.join(sorted(reported)) or 'none'})",
+            f"entry as a number (reported: {printable(', '.join(sorted(reported))) or 'none'})",
             ctx=click.get_current_context(),
             param_hint="'--bucket'",
         )

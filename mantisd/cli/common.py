@@ -295,6 +295,8 @@ def open_source(
     if parquet is not None:
         if dirs or db is not None:
             raise click.UsageError("--parquet names a place to read: give no --data-dir or --db")
+        if sources:
+            raise click.UsageError("--source selects pods in a database: it needs --db")
         return open_parquet(parquet)
     if db is None:
         if sources:
@@ -372,7 +374,7 @@ def buckets_to_show(asked: Sequence[str], reported: Collection[str]) -> list[str
     if unknown:
         raise click.BadParameter(
             f"{', '.join(map(repr, unknown))}: neither one of the nine buckets nor reported "
-            f"by any selected run (known: {', '.join(sorted(set(BUCKETS) | seen))})",
+            f"by any selected run (known: {printable(', '.join(sorted(set(BUCKETS) | seen)))})",
             ctx=click.get_current_context(),
             param_hint="'--bucket'",
         )

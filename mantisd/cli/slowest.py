@@ -106,7 +106,7 @@ def slowest(
         if bucket is None and runs:
             raise click.BadParameter(
                 "with --breakdown cost, name the cost_breakdown entry to rank by (reported: "
-                f"{', '.join(sorted(reported)) or 'none'})",
+                f"{printable(', '.join(sorted(reported))) or 'none'})",
                 param_hint="'--bucket'",
             )
         known = reported
@@ -115,7 +115,8 @@ def slowest(
         known = reported | set(BUCKETS) | {TOTAL}
     if runs and bucket not in known:
         raise click.BadParameter(
-            f"{bucket!r}: no selected run reports it (reported: {', '.join(sorted(reported))})",
+            f"{bucket!r}: no selected run reports it "
+            f"(reported: {printable(', '.join(sorted(reported)))})",
             param_hint="'--bucket'",
         )
     top = rank(runs, bucket, count) if bucket else []

@@ -38,8 +38,8 @@ def one_bucket(buckets: tuple[str, ...]) -> str:
     last one silently."""
     if len(buckets) > 1:
         raise click.BadParameter(
-            f"trend follows one bucket, got {len(buckets)} ({', '.join(buckets)}): run it once "
-            "per bucket (mantis runs stats and compare take several)",
+            f"trend follows one bucket, got {len(buckets)} ({printable(', '.join(buckets))}): "
+            "run it once per bucket (mantis runs stats and compare take several)",
             param_hint="'--bucket'",
         )
     return buckets[0] if buckets else "total_time_s"
@@ -53,7 +53,7 @@ def cost_component(buckets: tuple[str, ...], reported: set[str]) -> str:
     if not buckets:
         raise click.BadParameter(
             "with --breakdown cost, name the cost_breakdown entry to follow (reported: "
-            f"{', '.join(sorted(reported)) or 'none'})",
+            f"{printable(', '.join(sorted(reported))) or 'none'})",
             param_hint="'--bucket'",
         )
     return components_to_show(buckets[:1], reported)[0]

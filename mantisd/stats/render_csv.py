@@ -5,7 +5,8 @@ One header line, then one line per bucket (per group and bucket with `--by`; per
 Numbers are plain (seconds, fractions for changes, dollars for costs) and rounded like the
 JSON; an empty cell means null. Text cells that a spreadsheet would run as a formula (starting
 with `=`, `+`, `-`, `@`, a tab or a carriage return: a model name, a bucket name, any row
-text) get a leading `'`, the usual guard against CSV injection.
+text) get a leading `'`, the usual guard against CSV injection; before that, control and bidi
+characters in every text cell are spelled visibly (`mantisd.text.printable`), as on a terminal.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Sequence
+from typing import overload
 
 from mantisd.stats.comparison import BucketComparison
 from mantisd.stats.costs import WALL_TIME, json_round
@@ -21,14 +23,23 @@ from mantisd.stats.group_stats import EXEMPLAR_PERCENTILES, GroupStats
 from mantisd.stats.grouping import GroupKey
 from mantisd.stats.percentiles import REPORTED
 from mantisd.stats.trend import Point
+from mantisd.text import printable
 
 Cell = str | int | float | bool | None
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+@overload
+def text(value: str) -> str: ...
+@overload
+def text(value: None) -> None: ...
 def text(value: str | None) -> str | None:
-    """A row-derived text cell, neutralised if a spreadsheet would read it as a formula."""
-    if value is not None and value.startswith(_FORMULA_STARTS):
+    """A text cell (row text, a `--by` name): control and bidi characters spelled visibly, then
+    neutralised if a spreadsheet would read it as a formula."""
+    if value is None:
+        return None
+    value = printable(value)
+    if value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
 
@@ -50,7 +61,14 @@ def stats_csv(
     exemplars: bool = False,
 ) -> str:
     """`workflow_id, <by fields>, run_count, bucket, n, p50, p95, p99[, p95_run_id, p99_run_id]`."""
-    header = ["workflow_id", *by, "run_count", "bucket", "n", *(f"p{p}" for p in REPORTED)]
+    header = [
+        "workflow_id",
+        *map(text, by),
+        "run_count",
+        "bucket",
+        "n",
+        *(f"p{p}" for p in REPORTED),
+    ]
     if exemplars:
         header += [f"p{p}_run_id" for p in EXEMPLAR_PERCENTILES]
     rows = []
@@ -112,7 +130,7 @@ def compare_csv(
                     c.verdict,
                 ]
             )
-    return write_csv(["workflow_id", *by, *COMPARE_HEADER], rows)
+    return write_csv(["workflow_id", *map(text, by), *COMPARE_HEADER], rows)
 
 
 def trend_csv(

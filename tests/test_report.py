@@ -262,6 +262,17 @@ def test_report_help_and_bad_flags() -> None:
     assert missing.exit_code == 2 and "Missing option '-o'" in missing.stderr
 
 
+def test_a_window_too_long_for_any_period_says_to_narrow_it(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    """`--every auto` already took the longest period: "use a longer --every" alone was advice
+    nobody could follow."""
+    out = str(tmp_path / "r.html")
+    result = invoke("report", sample_dir, "--since", "99999d", "-o", out, workflow=WORKFLOW)
+    assert result.exit_code == 2, result.output
+    assert "at most 1000 (narrow the window or use a longer --every)" in result.stderr
+
+
 def test_the_new_commands_do_not_load_anyio(sample_dir: Path, tmp_path: Path) -> None:
     """The read side never imports the daemon's async stack (design.md, layer 4)."""
     import sys

@@ -418,3 +418,21 @@ def unknown_workflow(root: LogSource, workflow_id: str) -> str:
     close = [printable(c) for c in close]
     choices = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
     return f"; the log has no workflow {shown}: did you mean {choices}?"
+
+
+#: Periods a trend (or a report's trend) may have: a table, or a chart, still worth reading.
+MAX_PERIODS = 1000
+
+
+def check_period_count(
+    bounds: Sequence[dt.datetime], every: object, low: dt.datetime, high: dt.datetime
+) -> None:
+    """A usage error when the period `bounds` (edges) make more than `MAX_PERIODS` periods."""
+    from mantisd.stats.durations import format_instant
+
+    if len(bounds) - 1 > MAX_PERIODS:
+        raise click.UsageError(
+            f"{len(bounds) - 1} periods of {every} from {format_instant(low)} to "
+            f"{format_instant(high)}: at most {MAX_PERIODS} (narrow the window or use a "
+            "longer --every)"
+        )

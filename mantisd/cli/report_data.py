@@ -16,6 +16,7 @@ import click
 from mantisd.cli.analysis import runs_with_progress
 from mantisd.cli.common import (
     buckets_to_show,
+    check_period_count,
     note_partial_buckets,
     progress,
     readable,
@@ -41,7 +42,6 @@ from mantisd.stats.trend import Point, edges, points
 
 Span = tuple[dt.datetime, dt.datetime]
 #: More periods than this would make unreadable charts (and a slow scan for nothing).
-MAX_PERIODS = 1000
 
 
 @dataclass(frozen=True)
@@ -119,11 +119,7 @@ def _trend(
     """Each bucket's periods from the baseline's start to the current window's end."""
     low, high = request.baseline[0], request.current[1]
     bounds = edges(low, high, request.every)
-    if len(bounds) - 1 > MAX_PERIODS:
-        raise click.UsageError(
-            f"{len(bounds) - 1} periods of {request.every} from {format_instant(low)} to "
-            f"{format_instant(high)}: at most {MAX_PERIODS} (use a longer --every)"
-        )
+    check_period_count(bounds, request.every, low, high)
     query = dataclasses.replace(request.current_query, since=low)
     scan_bounds = bounds
     if request.current_query.until is None:  # open at the top, as the current window is

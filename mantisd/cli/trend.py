@@ -13,6 +13,7 @@ import click
 from mantisd.cli.analysis import breakdown_option, format_option, output_format
 from mantisd.cli.common import (
     buckets_to_show,
+    check_period_count,
     data_dirs_option,
     db_options,
     json_option,
@@ -30,7 +31,6 @@ from mantisd.stats.durations import TimeBound
 from mantisd.text import printable
 
 #: More periods than this is a usage error (`--since 99999d --every 1d` would be 100k lines).
-MAX_PERIODS = 1000
 
 
 def one_bucket(buckets: tuple[str, ...]) -> str:
@@ -129,12 +129,7 @@ def trend(
     low = since.resolve(now) if since else periods.default_since(high, every)
     check_window(low, high)
     bounds = periods.edges(low, high, every)
-    if len(bounds) - 1 > MAX_PERIODS:
-        raise click.UsageError(
-            f"{len(bounds) - 1} periods of {every} from {format_instant(low)} to "
-            f"{format_instant(high)}: at most {MAX_PERIODS} (narrow the window or use a longer "
-            "--every)"
-        )
+    check_period_count(bounds, every, low, high)
     root = open_source(data_dir, db, sources, parquet)
     query = StatsQuery(
         workflow_id, status=status or None, since=low, until=high, breakdown=breakdown

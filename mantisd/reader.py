@@ -424,7 +424,7 @@ class Scanner:
                 fd = safe_fs.open_file_for_reading(runs_log, file.path)
             except FileNotFoundError:
                 if not file.compressed:  # archived since we listed it: read its archive now
-                    files[index:index] = _archives_since(runs_log, file, files[index:])
+                    files[index:index] = archives_since(runs_log, file, files[index:])
                 continue  # else deleted (retention) since we listed it
             except safe_fs.UnsafeEntryError:
                 continue  # replaced by a link... since we listed it
@@ -495,7 +495,7 @@ class Scanner:
             blocks.close()
 
 
-def _archives_since(runs_log: int, gone: LogFile, listed: list[LogFile]) -> list[LogFile]:
+def archives_since(runs_log: int, gone: LogFile, listed: list[LogFile]) -> list[LogFile]:
     """The archives of `gone`'s month that appeared after the listing (`mantis runs archive`
     writes the archive before it removes the plain shard, so its rows are there)."""
     known = {file.path.name for file in listed}

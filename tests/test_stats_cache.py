@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from mantisd.paths import shard_path
+from mantisd.paths import LogFile, shard_path
 from mantisd.schema import TOTAL
 from mantisd.stats import cache as cache_module
 from mantisd.stats.query import StatsQuery, select, select_many, select_periods
@@ -158,6 +158,37 @@ def test_skipped_lines_and_duplicates_are_counted_as_the_log_counts_them(
     if query.workflow_id == GOLDEN and query.last == sys.maxsize:
         assert answer["report"]["bad_lines"] == 2  # the line naming it, the escaped one
         assert answer["report"]["duplicates"] == 3
+
+
+@pytest.mark.parametrize(
+    ("beside", "runs", "bad"),
+    [("a blank line", 20, 1), ("a row spread over two lines", 19, 2)],
+    ids=["blank", "spread"],
+)
+def test_a_line_holding_two_rows_is_skipped_as_the_log_skips_it(
+    data_dir: Path, cache_home: Path, beside: str, runs: int, bad: int
+) -> None:
+    """Two rows on one line (a newline lost) in the block of a blank line, or of a row spread
+    over two lines: as many JSON values as lines. The reader decodes each line alone (a block
+    at once only as one JSON array of its lines), so the double line is unreadable (skipped,
+    counted), and so is each half of the spread row: the cache takes none of their rows."""
+    rng = random.Random(12)
+    rows = [run_line("2026-02", k, rng, workflow_id=GOLDEN) for k in range(22)]
+    double = rows[5].removesuffix(b"\n") + rows[6]
+    if beside == "a blank line":
+        odd = [b"\n", rows[7]]
+    else:  # its first half does not name the workflow: counted for no query
+        odd = [rows[7].replace(b",", b",\n", 1)]
+        assert odd[0].startswith(b'{"schema_version":1,\n')
+    write_shard(data_dir, "2026-02", [*rows[:5], double, *odd, *rows[8:]])
+    assert_same(data_dir, StatsQuery(GOLDEN, last=7))
+    answer = assert_same(data_dir, StatsQuery(GOLDEN, last=5000, status=None))
+    assert (answer["run_count"], answer["report"]["bad_lines"]) == (runs, bad)
+    edges = [START["2026-02"] + dt.timedelta(hours=6 * k) for k in range(6)]
+    query = StatsQuery(GOLDEN, status=None)
+    assert from_cache(select_periods, data_dir, query, edges) == from_log(
+        select_periods, data_dir, query, edges
+    )
 
 
 def test_a_run_id_shared_with_another_workflow_is_read_from_the_log(
@@ -300,6 +331,42 @@ def test_an_archived_month_is_read_from_its_archive(data_dir: Path, cache_home: 
     rng = random.Random(5)  # late rows: a fresh plain shard beside the archive
     write_shard(data_dir, "2026-01", [run_line("2026-01", 700 + k, rng) for k in range(8)])
     assert assert_same(data_dir, query)["run_count"] > expected["run_count"]
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_a_month_archived_as_the_cache_lists_the_log_is_read_from_its_archive(
+    data_dir: Path, cache_home: Path, monkeypatch: pytest.MonkeyPatch, warm: bool
+) -> None:
+    """`mantis runs archive` runs between the cache's listing of `runs_log/` and its opening
+    of the shards: the plain shards it listed are gone, their rows are in the new archives,
+    and read from there (as the reader reads them), not dropped."""
+    from mantisd.archive import archive_log
+
+    write_months(data_dir)
+    query = StatsQuery(GOLDEN, last=5000, status=None)
+    if warm:
+        assert_same(data_dir, query)  # the plain shards have segments
+    listed = cache_module.log_files_in
+    archived: list[str] = []
+
+    def list_then_archive(dir_fd: int, directory: Path) -> list[LogFile]:
+        files = listed(dir_fd, directory)
+        if not archived:
+            results = archive_log(data_dir, keep_months=1, now=START["2026-03"])
+            archived.extend(r.month for r in results)
+        return files
+
+    monkeypatch.setattr(cache_module, "log_files_in", list_then_archive)
+    raced = from_cache(select, data_dir, query)
+    assert archived == ["2026-01", "2026-02"]
+    names = {p.name for p in segments(cache_home)}
+    expected = from_log(select, data_dir, query)
+    assert from_cache(select, data_dir, query) == expected  # the race is over
+    raced_files = raced["report"].pop("shards_read")
+    files = expected["report"].pop("shards_read")
+    assert raced == expected
+    assert raced_files == files + 2  # as the reader in that race: the vanished shards too
+    assert {"2026-01.jsonl.zst@0.seg", "2026-02.jsonl.zst@0.seg"} <= names  # built, kept
 
 
 def test_rows_appended_while_queries_run(data_dir: Path, cache_home: Path) -> None:

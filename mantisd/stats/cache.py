@@ -27,6 +27,7 @@ from typing import Final
 
 from mantisd import safe_fs
 from mantisd.paths import RUNS_LOG, LogFile, log_files_in, runs_log_dir
+from mantisd.reader import archives_since
 from mantisd.stats import fingerprint
 from mantisd.stats.cache_dir import CacheDir, opened_cache_dir
 from mantisd.stats.columns import BuildFailed, SegmentBuilder, archive_blocks, plain_blocks
@@ -256,13 +257,24 @@ class Cache:
 
     def _plan_month(self, month: str) -> tuple[list[LogFile], list[FilePlan | None]]:
         """The month's files and their plans (None: gone, or a link, since the listing: the
-        reader skips it too)."""
+        reader skips it too). A plain shard archived since the listing is followed by the
+        month's archives that appeared since, as the reader reads them (`archives_since`)."""
         files = [f for f in self.files if f.month == month]
         plans: list[FilePlan | None] = []
-        for file in files:
+        index = 0
+        while index < len(files):
+            file = files[index]
+            index += 1
             try:
                 fd = safe_fs.open_file_for_reading(self.runs_log, file.path)
-            except (FileNotFoundError, safe_fs.UnsafeEntryError):
+            except FileNotFoundError:
+                plans.append(None)
+                if not file.compressed:  # archived since the listing: its rows are there
+                    found = archives_since(self.runs_log, file, files[index:])
+                    files[index:index] = found
+                    self.files.extend(found)  # their segments are in use: kept
+                continue
+            except safe_fs.UnsafeEntryError:
                 plans.append(None)
                 continue
             self._stack.callback(os.close, fd)

@@ -5,7 +5,8 @@ usual buckets, else the one with any bucket names): the very test the reader app
 cache holds the rows a scan would find, and nothing else. The other lines are kept, when they
 could ever mention a workflow (a `"` or a `\\` in them), for each query to count the ones it
 would have decoded; lines longer than `MAX_LINE_BYTES` are counted. Blocks of whole lines are
-decoded at once (one `[...]` per block), one line at a time only in a block holding a bad line.
+decoded at once when every line is shaped like an object (`_object_lines`: then the block's
+values are its lines'), one line at a time in a block holding a bad or oddly shaped line.
 
 Plain shards are read forward from a byte offset (`plain_blocks`); archives through the
 reader's own decompression (`archive_blocks`), newest frame first.
@@ -55,6 +56,7 @@ _total = attrgetter("total_time_s")
 _breakdown = attrgetter("wall_time_breakdown")
 _UNSET = msgspec.UNSET
 NAN: Final = float("nan")
+_NEWLINE, _OPEN, _CLOSE = ord("\n"), ord("{"), ord("}")
 
 
 class BuildFailed(Exception):
@@ -86,17 +88,17 @@ class SegmentBuilder:
         self._bad_bytes = 0
         self.overlong = 0
 
-    def add(self, chunk: bytes | memoryview, count: int | None = None) -> None:
-        """Lines joined by `\\n` (no final `\\n`: an empty chunk is one empty line);
-        `count`: how many, when the caller knows."""
-        if count is None:
-            count = bytes(chunk).count(b"\n") + 1
-        for decoder in (self._strict, self._any):
+    def add(self, chunk: bytes | memoryview) -> None:
+        """Lines joined by `\\n` (no final `\\n`: an empty chunk is one empty line): each
+        is a row when it decodes alone, as the reader decodes it. All at once when every
+        line is shaped like an object (`_object_lines`), else one line at a time."""
+        count = _object_lines(chunk)
+        for decoder in (self._strict, self._any) if count else ():
             try:
                 rows: list[Any] = decoder.decode_lines(chunk)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
-            if len(rows) == count:  # one row per line (a blank line would be skipped)
+            if len(rows) == count:  # one row per line, each its line's (`_object_lines`)
                 self._gather(rows, nine=decoder is self._strict)
                 return
         rows = []
@@ -255,6 +257,26 @@ class SegmentBuilder:
         return Segment(header, arrays)
 
 
+def _object_lines(chunk: bytes | memoryview) -> int | None:
+    """How many lines `chunk` holds when every one starts with `{` and ends with `}`, else
+    None (at C speed: no loop over lines).
+
+    Then a value cannot run across a line break (a JSON string holds no raw newline, and
+    inside a value a `}` is followed by `,`, `}` or `]`, never `{`): every line starts a
+    value, and when `decode_lines` finds as many values as lines, each line is one value,
+    decoded as it would be alone. Without this shape, a line of two rows beside a blank line
+    (or a row spread over two lines) would pass for as many rows as lines."""
+    data = np.frombuffer(chunk, np.uint8)
+    if not len(data) or data[0] != _OPEN or data[-1] != _CLOSE:
+        return None
+    breaks = np.flatnonzero(data == _NEWLINE)
+    if len(breaks) and not (
+        (data[breaks - 1] == _CLOSE).all() and (data[breaks + 1] == _OPEN).all()
+    ):
+        return None
+    return len(breaks) + 1
+
+
 def _microseconds(instants: list[dt.datetime]) -> Array:
     """Instants as microseconds since 1970, exactly: from `timestamp()` (a double) when every
     one is within 2**31 s of 1970, where that double rounds back to the exact microsecond;
@@ -314,13 +336,13 @@ def plain_blocks(
             raise BuildFailed("the shard shrank while it was read")
         if pos + len(data) >= end:  # the range's last lines
             chunk = memoryview(data)[:-1] if data.endswith(b"\n") else memoryview(data)
-            builder.add(chunk, data.count(b"\n", 0, len(chunk)) + 1)
+            builder.add(chunk)
             return
         cut = data.rfind(b"\n")
         if cut < 0:  # a line longer than a block
             pos = _long_line(fd, pos, end, builder)
             continue
-        builder.add(memoryview(data)[:cut], data.count(b"\n", 0, cut) + 1)
+        builder.add(memoryview(data)[:cut])
         pos += cut + 1
 
 
@@ -340,7 +362,7 @@ def _long_line(fd: int, pos: int, end: int, builder: SegmentBuilder) -> int:
     if after - pos > MAX_LINE_BYTES:
         builder.overlong += 1
     else:
-        builder.add(os.pread(fd, after - pos, pos), 1)
+        builder.add(os.pread(fd, after - pos, pos))
     return after + 1
 
 

@@ -26,6 +26,8 @@ from typing import Annotated, Final
 
 import msgspec
 
+from mantisd.text import printable
+
 SOURCE_FILE: Final = "source.json"
 #: A label names a pod in questions and tables: short, printable.
 MAX_LABEL: Final = 200
@@ -121,8 +123,8 @@ def _read(dir_fd: int, data_dir: Path) -> SourceIdentity | None:
         return identity
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         raise SourceIdError(
-            f"{path} is damaged ({exc}); it is never rewritten: restore it from a copy of this "
-            "data dir, or remove it to give the data dir a new identity"
+            f"{path} is damaged ({printable(str(exc))}); it is never rewritten: restore it from "
+            "a copy of this data dir, or remove it to give the data dir a new identity"
         ) from None
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from mantisd.paths import shard_path
 from mantisd.schema import BUCKETS
 from mantisd.source_id import SOURCE_FILE, read_source
 from tests.fleet import (
+    MANTIS,
     archive,
     execute,
     line_ids,
@@ -330,6 +332,29 @@ def test_a_database_that_is_down_fails_clearly_without_echoing_the_password(
     assert result.returncode == 1
     assert f"cannot ship to database fleet on {short_tmp}" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["user:s3cretpw@host/db", "postgresql://u:s3cret%zzpw@host/db"],
+    ids=["no-scheme", "bad-escape"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [["runs", "ship"], ["runs", "ship", "--dry-run"], ["db", "status"], ["runs", "stats", "wf"]],
+    ids=["ship", "dry-run", "db-status", "stats"],
+)
+def test_an_unparsable_url_is_never_echoed(url: str, command: list[str], data_dir: Path) -> None:
+    """libpq quotes the text of a URL it cannot parse, password and all."""
+    write_shard(data_dir, "2026-10", month_lines("2026-10", 1))
+    where = ["--db", url] if command[-1] in ("status", "wf") else ["--to", url]
+    args = [*command, *where]
+    if command[0] == "runs":
+        args += ["--data-dir", str(data_dir)] if command[1] == "ship" else []
+    result = subprocess.run([str(MANTIS), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "s3cret" not in result.stdout + result.stderr, result.stderr
+    assert "cannot be parsed" in result.stderr, result.stderr
 
 
 def test_a_schema_newer_than_this_version_is_refused(pg_url: str, data_dir: Path) -> None:

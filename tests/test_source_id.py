@@ -89,6 +89,19 @@ def test_a_damaged_file_is_an_error_and_never_rewritten(data_dir: Path) -> None:
     assert (data_dir / SOURCE_FILE).read_bytes() == b'{"source_id": "not-a-uuid"'
 
 
+def test_a_hand_edited_file_is_named_without_its_control_characters(data_dir: Path) -> None:
+    """msgspec's message quotes an unknown key as written: an escape sequence in it would reach
+    the operator's terminal."""
+    key = chr(27) + "]0;pwned" + chr(7)
+    (data_dir / SOURCE_FILE).write_text(
+        json.dumps({"source_id": str(uuid.uuid4()), "label": "pod", key: 1})
+    )
+    with pytest.raises(SourceIdError) as caught:
+        ensure_source(data_dir)
+    assert chr(27) not in str(caught.value) and chr(7) not in str(caught.value)
+    assert "is damaged" in str(caught.value)
+
+
 def test_a_missing_data_dir_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SourceIdError, match="cannot open data dir"):
         ensure_source(tmp_path / "nowhere")

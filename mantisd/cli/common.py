@@ -326,7 +326,7 @@ def open_source(
     except FleetError as exc:
         raise click.ClickException(str(exc)) from None
     except psycopg.Error as exc:
-        raise SourceUnreadable(f"cannot query {name_of(db)}: {first_line(exc)}") from None
+        raise SourceUnreadable(f"cannot query {name_of(db)}: {first_line(exc, db)}") from None
     click.get_current_context().call_on_close(source.close)
     return source
 

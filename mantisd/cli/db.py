@@ -45,7 +45,9 @@ def _connect(url: str | None) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, application_name="mantis", connect_timeout=10)
     except psycopg.Error as exc:
-        raise click.ClickException(f"cannot connect to {name_of(url)}: {first_line(exc)}") from None
+        raise click.ClickException(
+            f"cannot connect to {name_of(url)}: {first_line(exc, url)}"
+        ) from None
 
 
 @db.command()

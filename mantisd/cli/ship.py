@@ -120,7 +120,7 @@ def _once(root: Path, url: str, target: str, label: str | None, batch_rows: int 
     except psycopg.Error as exc:
         _print_report(shipper, target, report)
         raise click.ClickException(
-            f"cannot ship to {target}: {first_line(exc)} (every batch above is committed; "
+            f"cannot ship to {target}: {first_line(exc, url)} (every batch above is committed; "
             "run again to resume)"
         ) from None
     _print_report(shipper, target, report)
@@ -185,7 +185,7 @@ def _dry_run(root: Path, url: str, target: str) -> None:
             cursors = committed_cursors(conn, source.source_id if source else None)
     except psycopg.Error as exc:
         raise click.ClickException(
-            f"cannot read the cursors in {target}: {first_line(exc)}"
+            f"cannot read the cursors in {target}: {first_line(exc, url)}"
         ) from None
     who = f"as {source.label} ({source.source_id})" if source else "as a new source"
     click.echo(f"Would ship {root / 'runs_log'} {who} to {target} (dry run: nothing moved):")

@@ -44,7 +44,21 @@ def name_of(url: str) -> str:
     return f"database {database} on {host}{port}"
 
 
-def first_line(exc: BaseException) -> str:
-    """An error's first line: psycopg's messages run over several lines."""
+def first_line(exc: BaseException, url: str | None = None) -> str:
+    """An error's first line (psycopg's messages run over several lines), never showing the
+    password of `url`, the URL the error came from: libpq quotes an unparsable URL's text,
+    password and all, so for one of those only that it cannot be parsed is said."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    line = text.splitlines()[0]
+    if url is None:
+        return line
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        return "the URL cannot be parsed (its text is not shown: it may hold a password)"
+    if password:
+        line = line.replace(str(password), "***")
+    return line

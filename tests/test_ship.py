@@ -14,10 +14,10 @@ import msgspec
 import pytest
 
 from mantisd.fleet.migrations import LATEST
-from mantisd.fleet.shipper import BATCH_BYTES
+from mantisd.fleet.shipper import BATCH_BYTES, Shipper, ShipReport, Stopper
 from mantisd.paths import shard_path
 from mantisd.schema import BUCKETS
-from mantisd.source_id import SOURCE_FILE, read_source
+from mantisd.source_id import SOURCE_FILE, ensure_source, read_source
 from tests.fleet import (
     MANTIS,
     archive,
@@ -287,6 +287,46 @@ def test_a_linked_shard_is_not_followed_and_the_run_fails(
     assert result.returncode == 1
     assert "2026-09.jsonl: not shipped" in result.stderr and "symbolic link" in result.stderr
     assert len(run_ids(pg_url)) == 2  # the other shard still went
+
+
+class _Passes(Shipper):
+    """A shipper that stops its `--follow` after `limit` passes over the log."""
+
+    def __init__(self, *args: Any, limit: int, stopper: Stopper, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.passes, self.limit, self.stopper = 0, limit, stopper
+
+    def ship_pass(self, report: ShipReport, stop: Stopper | None = None) -> None:
+        super().ship_pass(report, stop)
+        self.passes += 1
+        if self.passes >= self.limit:
+            self.stopper.set()
+
+
+def test_follow_keeps_a_problem_once_and_says_it_once_however_many_passes_meet_it(
+    pg_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """A linked shard is met again on every pass of `--follow`: one problem, said once (the
+    report's problems do not grow pass after pass)."""
+    secret = tmp_path / "secret.jsonl"
+    secret.write_bytes(month_line("2026-09"))
+    write_shard(data_dir, "2026-10", month_lines("2026-10", 2))
+    link = shard_path(data_dir, "2026-09")
+    link.symlink_to(secret)
+    said: list[str] = []
+    stop = Stopper()
+    shipper = _Passes(
+        data_dir, pg_url, ensure_source(data_dir), say=said.append, limit=40, stopper=stop
+    )
+    try:
+        report = shipper.follow(stop, interval=0.001)
+    finally:
+        stop.close()
+    assert shipper.passes == 40
+    assert list(report.problems) == [str(link)]
+    assert "symbolic link" in report.problems[str(link)]
+    assert [message for message in said if "not shipped" in message] == [report.problems[str(link)]]
+    assert report.total().loaded == 2
 
 
 # --- the command -----------------------------------------------------------------------------

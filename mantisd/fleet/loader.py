@@ -8,9 +8,15 @@ NOTHING` (psycopg docs, "COPY"; style.md): the runs already there are skipped an
 duplicates. A catch-up thus costs about one plain COPY, a replay one staging pass. The cursor
 row is written in the same transaction, so a crash at any instant keeps all or nothing.
 
-An archive's lines begin with what its month's shard (or the archive it replaced) held, at
-the same offsets: when an archive is read again from the start, a line already dead-lettered
-there, the same bytes at the same offset, is not dead-lettered again (`dead_elsewhere`).
+A bad line is dead-lettered once per source and month, whichever of the month's files (its
+shard, its archives) hold it (`_dead`). Dead letters of the same bytes (SHA-256 and length)
+already there, under any of the month's names, are the same line when they are at this
+line's offset (an archive begins with what its shard or the archive it replaced held, at the
+same offsets) or at an offset where this file does not hold these bytes: they were read from
+other content, such as the late rows `mantis runs archive` merged into the archive at other
+offsets, or a shard left beside its archive by an archiver that died between its rename and
+its unlink (the archiver too takes a shard line already in the archive, byte for byte, for
+the same line). The same bytes again at another offset of this very file are another line.
 
 A record PostgreSQL refuses although `validate` took it (a NUL character in a string, an
 integer beyond `bigint`, a key too long for an index) must not block the log behind it: the
@@ -21,7 +27,7 @@ dead letters with PostgreSQL's reason.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -70,11 +76,12 @@ _INSERT_ONE: Final = sql.SQL(
 _DEAD: Final = sql.SQL(
     "INSERT INTO mantis.dead_letters "
     "(source_id, shard, byte_offset, raw_sha256, raw, raw_length, reason) "
-    "SELECT %(source)s, %(shard)s, %(offset)s, %(digest)s, %(raw)s, %(length)s, %(reason)s "
-    "WHERE NOT EXISTS (SELECT FROM mantis.dead_letters WHERE source_id = %(source)s "
-    "AND shard = ANY(%(elsewhere)s::text[]) AND byte_offset = %(offset)s "
-    "AND raw_sha256 = %(digest)s) "
-    "ON CONFLICT DO NOTHING"
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+#: The offsets and lines (SHA-256, length) of the dead letters of some lines under some names.
+_DEAD_ALREADY: Final = sql.SQL(
+    "SELECT byte_offset, raw_sha256, raw_length FROM mantis.dead_letters "
+    "WHERE source_id = %s AND shard = ANY(%s::text[]) AND raw_sha256 = ANY(%s::bytea[])"
 )
 _CURSOR: Final = sql.SQL(
     "INSERT INTO mantis.cursors "
@@ -92,6 +99,10 @@ CURSORS: Final = (
 #: What PostgreSQL may refuse in a row `validate` accepted: data exceptions (22: a NUL in
 #: text, out-of-range numbers), integrity (23) and program limits (54: index row too long).
 _REFUSED: Final = (psycopg.DataError, psycopg.IntegrityError, errors.ProgramLimitExceeded)
+
+
+#: Whether the file being shipped holds, at an offset, the line of a dead letter.
+Holds = Callable[[int, DeadLetter], bool]
 
 
 @dataclass
@@ -126,12 +137,18 @@ class Loader:
         return {row[0]: cursor_of(row) for row in rows}
 
     def commit(
-        self, batch: Converted, cursor: Cursor, *, dead_elsewhere: Sequence[str] = ()
+        self,
+        batch: Converted,
+        cursor: Cursor,
+        *,
+        month_files: Sequence[str] = (),
+        holds: Holds | None = None,
     ) -> Committed:
         """Load `batch` and move `cursor`, in one transaction (or raise, having done nothing).
 
-        `dead_elsewhere`: the files whose dead letters, at the same offset and of the same
-        bytes, are this file's (see the module's docstring).
+        `month_files`: the other names of the file's month, whose dead letters may be its
+        lines; `holds`: whether the file holds a dead letter's line at an offset (see the
+        module's docstring; without it, the same bytes at another offset are another line).
 
         A month partition dropped since this connection listed them (retention) is made
         again, and the batch tried once more, rather than its rows refused.
@@ -144,7 +161,7 @@ class Loader:
             try:
                 with self.conn.transaction():
                     done = self._bulk(batch.records)
-                    done.dead_lettered = self._dead(cursor.shard, batch.dead, dead_elsewhere)
+                    done.dead_lettered = self._dead(cursor.shard, batch.dead, month_files, holds)
                     self._move(cursor)
                 return done
             except errors.CheckViolation as exc:
@@ -156,7 +173,7 @@ class Loader:
         with self.conn.transaction():
             done, refused = self._one_by_one(batch.records, batch.lines)
             dead = [*batch.dead, *refused]
-            done.dead_lettered = self._dead(cursor.shard, dead, dead_elsewhere)
+            done.dead_lettered = self._dead(cursor.shard, dead, month_files, holds)
             self._move(cursor)
         return done
 
@@ -201,30 +218,54 @@ class Loader:
                         cur.execute(_INSERT_ONE, _as_text_json(record))
                 except _REFUSED as exc:
                     reason = f"postgresql: {exc.diag.message_primary or exc}"
-                    refused.append(DeadLetter(offset, line, len(line), reason))
+                    refused.append(DeadLetter.of(offset, line, reason))
                     continue
                 done.loaded += cur.rowcount
                 done.duplicates += 1 - cur.rowcount
         return done, refused
 
-    def _dead(self, shard: str, dead: Sequence[DeadLetter], elsewhere: Sequence[str]) -> int:
+    def _dead(
+        self,
+        shard: str,
+        dead: Sequence[DeadLetter],
+        month_files: Sequence[str],
+        holds: Holds | None,
+    ) -> int:
+        """Insert the dead letters of lines the month's files have none of yet (the module's
+        docstring); how many."""
         if not dead:
+            return 0
+        known: dict[tuple[bytes, int], set[int]] = {}  # (SHA-256, length): offsets
+        digests = list({d.digest for d in dead})
+        names = [shard, *month_files]
+        for offset, digest, length in self.conn.execute(
+            _DEAD_ALREADY, (self.source_id, names, digests)
+        ):
+            known.setdefault((bytes(digest), length), set()).add(offset)
+        #: Per line, whether a dead letter of it was read from other content than this file's.
+        elsewhere: dict[tuple[bytes, int], bool] = {}
+        new = []
+        for letter in dead:
+            line = (letter.digest, letter.length)
+            offsets = known.setdefault(line, set())
+            if letter.offset in offsets:
+                continue  # this very line, dead-lettered already (maybe under another name)
+            if line not in elsewhere:
+                elsewhere[line] = holds is not None and not all(
+                    holds(offset, letter) for offset in offsets
+                )
+            if elsewhere[line]:
+                continue  # the same line, dead-lettered from another of the month's files
+            offsets.add(letter.offset)
+            new.append(letter)
+        if not new:
             return 0
         with self.conn.cursor() as cur:
             cur.executemany(
                 _DEAD,
                 [
-                    {
-                        "source": self.source_id,
-                        "shard": shard,
-                        "offset": d.offset,
-                        "digest": d.digest,
-                        "raw": d.raw,
-                        "length": d.length,
-                        "reason": _text(d.reason),
-                        "elsewhere": list(elsewhere),
-                    }
-                    for d in dead
+                    (self.source_id, shard, d.offset, d.digest, d.raw, d.length, _text(d.reason))
+                    for d in new
                 ],
             )
             return cur.rowcount

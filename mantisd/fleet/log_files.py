@@ -18,7 +18,8 @@ from pathlib import Path
 from mantisd import compressed
 from mantisd.fleet.archive_file import OpenArchive, open_archive
 from mantisd.fleet.cursor import Cursor, archive_start, resume_offset
-from mantisd.fleet.shard_file import OpenShard, fingerprint, open_shard, tail_mark
+from mantisd.fleet.records import DeadLetter
+from mantisd.fleet.shard_file import OpenShard, fingerprint, open_shard, pread, tail_mark
 from mantisd.paths import ARCHIVE_RE, SHARD_RE, LogFile
 
 Opened = OpenShard | OpenArchive
@@ -67,10 +68,36 @@ def start_of(
     return position, mark, why
 
 
-def dead_letters_elsewhere(file: LogFile) -> tuple[str, ...]:
-    """The other files whose dead letters at the same offset, of the same bytes, are this
-    file's own: for an archive, its month's shard and other archives (whose content it
-    begins with, at the same offsets); none for a shard."""
-    if not file.compressed:
-        return ()
+def other_month_files(file: LogFile) -> tuple[str, ...]:
+    """The other names of `file`'s month (its shard, its archives): their dead letters may be
+    of `file`'s lines (`mantisd.fleet.loader`)."""
     return tuple(name for name in month_names(file.month) if name != file.path.name)
+
+
+class LineCheck:
+    """Whether `opened` holds a dead letter's line at an offset (`loader.Holds`): a whole line
+    there, of the same length, beginning with the same bytes (all of them, up to
+    `KEEP_BYTES`). Answers are kept: the same dead letters are asked about batch after batch.
+    """
+
+    def __init__(self, opened: Opened) -> None:
+        self.content = opened.content
+        self.size = opened.size
+        self._known: dict[tuple[int, bytes, int], bool] = {}
+
+    def __call__(self, offset: int, letter: DeadLetter) -> bool:
+        key = (offset, letter.digest, letter.length)
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = self._holds(offset, letter)
+        return found
+
+    def _holds(self, offset: int, letter: DeadLetter) -> bool:
+        end = offset + letter.length  # where its newline is
+        if offset < 0 or end >= self.size:
+            return False
+        before = 1 if offset else 0
+        head = pread(self.content, before + len(letter.raw), offset - before)
+        if (before and head[0] != ord("\n")) or head[before:] != letter.raw:
+            return False
+        return pread(self.content, 1, end) == b"\n"

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import msgspec
 
-from mantisd.fleet.shard_file import Chunk
+from mantisd.fleet.shard_file import KEEP_BYTES, Chunk
 from mantisd.schema import BUCKETS, RowError, ValidRow, validate
 
 COLUMNS: Final = (
@@ -52,16 +52,20 @@ _NO_ERROR_END: Final = b'"error":null}\n'
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A line that is not a valid row: where it was, its bytes (at most 64 KiB), and why."""
+    """A line that is not a valid row: where it was, its first bytes (`raw`: at most
+    `KEEP_BYTES`), its full `length`, why, and the SHA-256 of the whole line (`digest`)."""
 
     offset: int
     raw: bytes
     length: int
     reason: str
+    digest: bytes
 
-    @property
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.raw).digest()
+    @classmethod
+    def of(cls, offset: int, line: bytes, reason: str) -> DeadLetter:
+        """The dead letter of `line` (held whole) at `offset`: its first `KEEP_BYTES` kept."""
+        digest = hashlib.sha256(line).digest()
+        return cls(offset, line[:KEEP_BYTES], len(line), reason, digest)
 
 
 @dataclass
@@ -80,8 +84,9 @@ def convert(chunk: Chunk, source_id: uuid.UUID) -> Converted:
     out = Converted()
     if chunk.oversized is not None:
         (head,) = chunk.lines
+        assert chunk.digest is not None
         reason = f"row: line of {chunk.oversized} bytes, longer than a batch: not a row"
-        out.dead.append(DeadLetter(chunk.start, head, chunk.oversized, reason))
+        out.dead.append(DeadLetter(chunk.start, head, chunk.oversized, reason, chunk.digest))
         return out
     offsets: Sequence[int] | None = None
     for index, line in enumerate(chunk.lines):
@@ -90,7 +95,7 @@ def convert(chunk: Chunk, source_id: uuid.UUID) -> Converted:
             valid = validate(line, check_future=False)
         except RowError as exc:
             offsets = offsets or chunk.offsets()
-            out.dead.append(DeadLetter(offsets[index], line, len(line), str(exc)))
+            out.dead.append(DeadLetter.of(offsets[index], line, str(exc)))
             continue
         out.records.append(to_record(valid, source_id))
         out.lines.append((index, line))

@@ -91,14 +91,15 @@ class OpenShard:
 class Chunk:
     """Complete lines from `start` (without their `\\n`); `end` is just past the last one.
 
-    `oversized`: the one line is longer than the batch; `lines` holds its first `KEEP_BYTES`
-    and `oversized` its full length.
+    `oversized`: the one line is longer than the batch; `lines` holds its first `KEEP_BYTES`,
+    `oversized` its full length and `digest` the SHA-256 of all of it.
     """
 
     start: int
     lines: list[bytes]
     end: int
     oversized: int | None = None
+    digest: bytes | None = None
 
     def offsets(self) -> list[int]:
         """Each line's byte offset in the shard (computed only when a caller needs them)."""
@@ -211,19 +212,24 @@ def read_chunk(content: Content, start: int, stop: int, *, max_bytes: int, max_l
         return Chunk(start, lines, start + sum(map(len, lines)) + len(lines))
     if len(data) < max_bytes:
         return Chunk(start, [], start)  # an incomplete last line: left for later
-    return _oversized(content, start, start + len(data), stop, data[:KEEP_BYTES])
+    return _oversized(content, start, stop, data)
 
 
-def _oversized(content: Content, start: int, pos: int, stop: int, head: bytes) -> Chunk:
-    """The line at `start` is longer than a batch (no `\n` before `pos`): find its end
-    without holding it."""
+def _oversized(content: Content, start: int, stop: int, data: bytes) -> Chunk:
+    """The line at `start` is longer than a batch (`data`, its first bytes, holds no `\n`):
+    find its end, and hash it, without holding it."""
+    whole = hashlib.sha256(data)
+    pos = start + len(data)
     while pos < stop:
         block = pread(content, min(_SCAN_BLOCK, stop - pos), pos)
         if not block:
             break
         newline = block.find(b"\n")
         if newline >= 0:
+            whole.update(block[:newline])
             end = pos + newline + 1
-            return Chunk(start, [head], end, oversized=end - start - 1)
+            head = data[:KEEP_BYTES]
+            return Chunk(start, [head], end, oversized=end - start - 1, digest=whole.digest())
+        whole.update(block)
         pos += len(block)
     return Chunk(start, [], start)  # not complete yet

@@ -45,10 +45,11 @@ from mantisd.fleet.cursor import Cursor
 from mantisd.fleet.database import first_line
 from mantisd.fleet.loader import Committed, Loader
 from mantisd.fleet.log_files import (
+    LineCheck,
     Opened,
-    dead_letters_elsewhere,
     log_files,
     open_log_file,
+    other_month_files,
     start_of,
 )
 from mantisd.fleet.migrations import migrate
@@ -85,10 +86,10 @@ CONNECT_OPTIONS: Final = {
 @dataclass
 class ShipReport:
     """What a run shipped, per file (shard or archive, in the order they were read), and what
-    went wrong."""
+    went wrong, per file (the latest word: `--follow` meets the same problem pass after pass)."""
 
     shards: dict[str, Committed] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
 
     def add(self, shard: str, done: Committed) -> None:
         tally = self.shards.setdefault(shard, Committed())
@@ -230,7 +231,8 @@ class Shipper:
                     self.close()
                     down_since = down_since or time.monotonic()
                     delay = next(delays)
-                    self.say(f"database unavailable ({first_line(exc)}): retrying in {delay:.1f}s")
+                    reason = first_line(exc, self.url)
+                    self.say(f"database unavailable ({reason}): retrying in {delay:.1f}s")
                     stop.wait(delay)
                     continue
                 if time.monotonic() - said_at >= PROGRESS_EVERY_S:
@@ -268,12 +270,12 @@ class Shipper:
                     if not file.compressed:  # archived since the listing: ship its archive now
                         files[:0] = self._archives_since(log_fd, file, read)
                 except ImportError:
-                    self._problem(report, f"{file.path}: not shipped: needs zstandard")
+                    self._problem(report, file, f"{file.path}: not shipped: needs zstandard")
                 except OSError as exc:  # unreadable, or not a regular file: never followed
                     problem = f"{file.path}: not shipped: {exc.strerror or exc}"
                     if isinstance(exc, safe_fs.UnsafeEntryError):
                         problem = f"{exc.filename}: not shipped: {exc.strerror}"
-                    self._problem(report, problem)
+                    self._problem(report, file, problem)
         finally:
             os.close(log_fd)
 
@@ -286,9 +288,10 @@ class Shipper:
             if file.month == gone.month and file.compressed and file.path.name not in read
         ]
 
-    def _problem(self, report: ShipReport, problem: str) -> None:
-        """Count a file that could not be shipped (in full); say it once per process."""
-        report.problems.append(problem)
+    def _problem(self, report: ShipReport, file: LogFile, problem: str) -> None:
+        """Count a file that could not be shipped (in full), once however many passes meet
+        it; say it once per process."""
+        report.problems[str(file.path)] = problem
         if problem not in self._complained:
             self._complained.add(problem)
             self.say(problem)
@@ -307,7 +310,9 @@ class Shipper:
             if seen is not None:
                 self._read_up_to[name] = seen  # tried again once it changes
             self._problem(
-                report, f"{file.path}: damaged ({exc}): not shipped; restore it, or move it aside"
+                report,
+                file,
+                f"{file.path}: damaged ({exc}): not shipped; restore it, or move it aside",
             )
             return
         try:
@@ -320,6 +325,7 @@ class Shipper:
         if opened.damage is not None:
             self._problem(
                 report,
+                file,
                 f"{file.path}: damaged ({opened.damage}): shipped up to where it can be read; "
                 "restore it, or move it aside",
             )
@@ -338,7 +344,7 @@ class Shipper:
         if why and (name, opened.device, opened.inode) not in self._announced:
             self._announced.add((name, opened.device, opened.inode))
             self.say(f"{name}: {why}: shipping it again from the start")
-        elsewhere = dead_letters_elsewhere(file)
+        month_files, holds = other_month_files(file), LineCheck(opened)
         ahead: Future[tuple[Chunk, Converted, bytes | None]] | None = None
         try:
             ahead = self._prepare(opened, position)
@@ -352,7 +358,8 @@ class Shipper:
                 if chunk.end < opened.size:
                     ahead = self._prepare(opened, chunk.end)
                 moved = Cursor(name, opened.device, opened.inode, mark, chunk.end, tail)
-                report.add(name, self.loader.commit(batch, moved, dead_elsewhere=elsewhere))
+                done = self.loader.commit(batch, moved, month_files=month_files, holds=holds)
+                report.add(name, done)
                 self.cursors[name] = moved
                 position = chunk.end
                 if ahead is None:

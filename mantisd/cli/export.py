@@ -40,11 +40,12 @@ def export(
 ) -> None:
     """Write the log of one or more data dirs as a Hive-partitioned Parquet dataset: one file
     per source and month, each written atomically, one row per run_id. Months whose files did
-    not change since the last export are not rewritten."""
+    not change since the last export are not rewritten. A month whose reading meets a damaged
+    archive never replaces its earlier file: the command names it and exits 1."""
     import datetime as dt
 
     from mantisd.cli.common import log_root
-    from mantisd.export.dataset import MissingDuckDB
+    from mantisd.export.dataset import BIGINT_MAX, MissingDuckDB
     from mantisd.export.parquet import ExportError, export_parquet
     from mantisd.reader import ScanReport
     from mantisd.source_id import SourceIdError
@@ -52,12 +53,23 @@ def export(
     low, high = resolve_window(since, until, dt.datetime.now(dt.UTC))
     roots = [log_root(d) for d in data_dir or (None,)]
     report = ScanReport()
-    written = unchanged = 0
+    written = unchanged = failed = 0
     try:
         for result in export_parquet(target, roots, report, since=low, until=high):
             where = f"{result.path.parent.name}/{result.path.name} ({result.label})"
+            if result.too_large:
+                click.echo(
+                    f"warning: {where}: left out {result.too_large} run(s) whose "
+                    f"schema_version, steps_executed or viable is beyond {BIGINT_MAX}, the "
+                    "largest number a Parquet BIGINT column holds",
+                    err=True,
+                )
+            if result.failed is not None:
+                failed += 1
+                click.echo(f"error: {where}: {result.failed}", err=True)
             if not result.written:
-                unchanged += 1
+                if result.failed is None:
+                    unchanged += 1
                 continue
             written += 1
             line = f"wrote {where}: {result.rows} run(s)"
@@ -70,3 +82,5 @@ def export(
         raise UnreadableLog(exc) from None
     warn_skipped(report)
     click.echo(f"{written} file(s) written, {unchanged} unchanged, in {target}")
+    if failed:
+        raise click.ClickException(f"{failed} file(s) not exported whole: see above")

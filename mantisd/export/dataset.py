@@ -9,6 +9,7 @@ work in progress: no engine's glob or Hive discovery picks them up.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Final
@@ -18,7 +19,7 @@ from mantisd.schema import BUCKETS, TOTAL
 #: Every column of a dataset file, with its type (DuckDB's names), in file order.
 COLUMNS: Final = (
     ("run_id", "VARCHAR"),
-    ("schema_version", "INTEGER"),
+    ("schema_version", "BIGINT"),
     ("tenant_id", "VARCHAR"),
     ("profile_id", "VARCHAR"),
     ("workflow_id", "VARCHAR"),
@@ -43,6 +44,10 @@ COLUMNS: Final = (
     ("source_id", "VARCHAR"),
     ("source_label", "VARCHAR"),
 )
+#: The largest value of a BIGINT column (Parquet INT64), the widest integer every engine reads.
+#: The row schema bounds `schema_version`, `steps_executed` and `viable` from below only: a row
+#: with one beyond this is left out of the dataset, and counted (`mantisd.export.rows`).
+BIGINT_MAX: Final = 2**63 - 1
 #: The Hive partition column (from the directory name, not stored in the files).
 PARTITION: Final = "month"
 #: The file that records a month's fingerprint (Parquet key-value metadata).
@@ -66,6 +71,18 @@ def require_duckdb() -> ModuleType:
 
 def month_dir(root: Path, month: str) -> Path:
     return root / f"{PARTITION}={month}"
+
+
+#: The name of a data file: `<source_id>.parquet`, the id spelled as `mantisd.source_id` writes it
+#: (`str` of a UUID). Any other `*.parquet` in a month directory is not the export's.
+_DATA_FILE: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.parquet"
+)
+
+
+def is_data_file(name: str) -> bool:
+    """Whether `name` is the name of a file the export writes (`<source_id>.parquet`)."""
+    return _DATA_FILE.fullmatch(name) is not None
 
 
 def files_glob(root: Path) -> str:

@@ -8,8 +8,14 @@ the new one, never half of one, whenever the export is interrupted.
 Rows are read as `stats` reads them (checked, bad lines skipped and counted, archives
 included, one row per `run_id` per source: `mantisd.export.rows`, which keeps their extra
 top-level keys too) and typed explicitly. A `run_id` already in
-another source's file of the same month is left out, so the dataset holds one row per run and
-every engine's plain query is right.
+another source's file of the same month (a file named as the export names them: any other
+`*.parquet` there is not read) is left out, so the dataset holds one row per run and every
+engine's plain query is right.
+
+The dataset may be the only good copy of a month: a month whose reading met a damaged archive
+never replaces the file exported before (without one, the readable part is written, stamped so
+that every export reads the month again). That month, and one DuckDB could not write, is
+reported (`ExportResult.failed`), the file before it kept, and the export goes on.
 
 Incremental: each file carries, in its Parquet key-value metadata, a fingerprint of the
 month's files it came from (names, sizes, modification times) and of the window; a month
@@ -38,6 +44,7 @@ from mantisd import safe_fs
 from mantisd.export.dataset import (
     COLUMNS,
     FINGERPRINT_KEY,
+    is_data_file,
     month_dir,
     require_duckdb,
     sql_string,
@@ -51,7 +58,10 @@ from mantisd.source_id import ensure_source
 LOCK_FILE: Final = ".mantis-export.lock"
 TEMP_PREFIX: Final = ".export-"
 #: Part of every fingerprint: a new layout rewrites every file.
-LAYOUT_VERSION: Final = "2"  # 2: extra_keys
+LAYOUT_VERSION: Final = "3"  # 2: extra_keys; 3: schema_version BIGINT
+#: Before the fingerprint of a file written from a month whose reading met damage: it never
+#: matches, so the month is read (and the damage reported) again by every export.
+PARTIAL: Final = "partial:"
 
 
 class ExportError(Exception):
@@ -60,7 +70,7 @@ class ExportError(Exception):
 
 @dataclass
 class ExportResult:
-    """One file of the dataset: written, or unchanged."""
+    """One file of the dataset: written, unchanged, or kept as it was (`failed` says why)."""
 
     month: str
     source_id: str
@@ -70,6 +80,12 @@ class ExportResult:
     rows: int = 0
     #: Runs left out because another source's file of the month holds them.
     elsewhere: int = 0
+    #: Runs left out because a number of theirs is beyond a BIGINT (`dataset.BIGINT_MAX`).
+    too_large: int = 0
+    #: Why the file does not hold the month's runs: a damaged archive met reading it (the file
+    #: exported before is kept; without one, the readable part is written), or DuckDB's error
+    #: (nothing written). None when all went well.
+    failed: str | None = None
 
 
 @dataclass
@@ -103,7 +119,9 @@ def export_parquet(
         conn.execute("SET enable_progress_bar = false")  # stdout says what was written
         for source in sources:
             for month in _months(source.dirs, since, until):
-                yield _export_month(conn, target, work, source, month, report, since, until)
+                yield _export_month(
+                    conn, duckdb.Error, target, work, source, month, report, since, until
+                )
 
 
 def _sources(data_dirs: Sequence[Path]) -> list[_Source]:
@@ -175,6 +193,7 @@ def _stored_fingerprint(conn: Any, path: Path) -> str | None:
 
 def _export_month(
     conn: Any,
+    duckdb_error: type[Exception],
     target: Path,
     work: Path,
     source: _Source,
@@ -185,23 +204,59 @@ def _export_month(
 ) -> ExportResult:
     final = month_dir(target, month) / f"{source.source_id}.parquet"
     stamp = fingerprint(source.dirs, month, since, until)
-    if _stored_fingerprint(conn, final) == stamp:
-        return ExportResult(month, source.source_id, source.label, final, written=False)
+    result = ExportResult(month, source.source_id, source.label, final, written=False)
+    stored = _stored_fingerprint(conn, final)
+    if stored == stamp:
+        return result
     rows_file = work / "rows.jsonl"
-    read = write_rows(rows_file, source.dirs, month, report, since, until)
-    others = [p for p in month_dir(target, month).glob("*.parquet") if p.name != final.name]
+    read_report = ScanReport()
+    try:
+        read = write_rows(rows_file, source.dirs, month, read_report, since, until)
+    finally:
+        report.add(read_report)
+    result.too_large = read.too_large
+    if read_report.damaged:
+        damage = "; ".join(dict.fromkeys(read_report.damaged))
+        if os.path.lexists(final):
+            before = " (the readable part only)" if stored == PARTIAL + stamp else ""
+            result.failed = (
+                f"not rewritten: reading the month met a damaged archive ({damage}); the file "
+                f"exported before{before} is kept as it was (restore the archive from a copy, "
+                "then export again)"
+            )
+            return result
+        result.failed = (
+            f"written from the readable part only: reading the month met a damaged archive "
+            f"({damage}); every export reads the month again until the archive is restored"
+        )
+        stamp = PARTIAL + stamp
+    others = [
+        p
+        for p in month_dir(target, month).glob("*.parquet")
+        if p.name != final.name and is_data_file(p.name)
+    ]
     part = work / "part.parquet"
     select = _select(rows_file, source, others)
-    conn.execute(
-        f"COPY ({select}) TO {sql_string(part)} (FORMAT parquet, COMPRESSION zstd, "
-        f"KV_METADATA {{{FINGERPRINT_KEY}: {sql_string(stamp)}}})"
-    )
-    (rows,) = conn.execute(f"SELECT count(*) FROM read_parquet({sql_string(part)})").fetchone()
+    try:
+        conn.execute(
+            f"COPY ({select}) TO {sql_string(part)} (FORMAT parquet, COMPRESSION zstd, "
+            f"KV_METADATA {{{FINGERPRINT_KEY}: {sql_string(stamp)}}})"
+        )
+        (rows,) = conn.execute(f"SELECT count(*) FROM read_parquet({sql_string(part)})").fetchone()
+    except duckdb_error as exc:
+        result.failed = f"not written: DuckDB: {_first_line(exc)}"
+        if os.path.lexists(final):
+            result.failed += "; the file exported before is kept as it was"
+        return result
     _fsync_path(part)
     _publish(target, month, part, final.name)
-    return ExportResult(
-        month, source.source_id, source.label, final, written=True, rows=rows, elsewhere=read - rows
-    )
+    result.written, result.rows, result.elsewhere = True, rows, read.rows - rows
+    return result
+
+
+def _first_line(exc: Exception) -> str:
+    """DuckDB's message without the SQL it quotes after it."""
+    return str(exc).strip().partition("\n")[0]
 
 
 def _select(rows_file: Path, source: _Source, others: list[Path]) -> str:

@@ -5,6 +5,9 @@ counted, archives included, one row per `run_id`), and keep their extra top-leve
 ones the page does not define, which a struct decode drops): each as its canonical JSON text
 (`mantisd.stats.canonical`), the very text `--by` groups the files' runs by, under the
 `EXTRA` key of the line (a key no struct of the page encodes).
+
+A row whose `schema_version`, `steps_executed` or `viable` is beyond a BIGINT (the row schema
+bounds them from below only) is left out and counted: no column every engine reads holds it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from mantisd.export.dataset import BIGINT_MAX
 from mantisd.reader import CheckedRow, Scanner, ScanReport
 from mantisd.schema import ROW_FIELDS, Seconds
 from mantisd.stats.canonical import canonical_text
@@ -78,6 +82,13 @@ def _extras(raw: dict[str, msgspec.Raw]) -> dict[str, str] | None:
     return {name: canonical_text(raw[name]) for name in sorted(names)} if names else None
 
 
+class Written(NamedTuple):
+    """What `write_rows` wrote: rows, and rows left out for a number beyond a BIGINT."""
+
+    rows: int
+    too_large: int
+
+
 def write_rows(
     path: Path,
     dirs: list[Path],
@@ -85,12 +96,12 @@ def write_rows(
     report: ScanReport,
     since: dt.datetime | None,
     until: dt.datetime | None,
-) -> int:
+) -> Written:
     """The source's checked rows of `month` in the window, one per `run_id`, as JSON lines
-    for DuckDB; how many."""
+    for DuckDB; how many, and how many were left out for a number beyond a BIGINT."""
     encoder = msgspec.json.Encoder()
     seen: set[str] = set()
-    count = 0
+    count = too_large = 0
     with path.open("wb") as out:
         for data_dir in dirs:
             blocks = _WithExtras().scan_blocks(
@@ -108,12 +119,23 @@ def write_rows(
                             report.duplicates += 1
                             continue
                         seen.add(row.run_id)
+                        if _beyond_bigint(row.row if type(row) is ExportRow else row):
+                            too_large += 1
+                            continue
                         kept.append(row)
                     out.write(_lines(kept, encoder))
                     count += len(kept)
             finally:
                 blocks.close()
-    return count
+    return Written(count, too_large)
+
+
+def _beyond_bigint(row: _Row) -> bool:
+    return (
+        row.schema_version > BIGINT_MAX
+        or row.steps_executed > BIGINT_MAX
+        or row.viable > BIGINT_MAX
+    )
 
 
 def _lines(rows: list[Any], encoder: msgspec.json.Encoder) -> bytes:

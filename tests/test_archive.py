@@ -29,7 +29,7 @@ from mantisd.sample import generate
 from mantisd.schema import validate
 from mantisd.store import append_rows
 from tests.fleet import month_line, month_lines
-from tests.proc import wait_for_flock_waiter
+from tests.proc import LIMIT_ADDRESS_SPACE, run_limited, wait_for_flock_waiter
 from tests.rows import make_row, utc
 from tests.stats_data import write_shard
 
@@ -186,15 +186,12 @@ def test_rows_rolled_back_and_replaced_while_the_archiver_starts_are_archived_as
 
 #: Archives the data dir argument (keep 2 months, as of NOW) under an address-space limit of
 #: what the interpreter already uses plus the second argument (bytes); prints the results.
-CHILD_ARCHIVE_LIMITED = """
-import datetime as dt, json, resource, sys
+CHILD_ARCHIVE_LIMITED = f"""
+import datetime as dt, json, sys
 from pathlib import Path
 import zstandard
 from mantisd.archive import archive_log
-with open("/proc/self/status") as f:
-    used = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmSize:"))
-limit = used + int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+{LIMIT_ADDRESS_SPACE}
 now = dt.datetime(2026, 11, 15, tzinfo=dt.UTC)
 results = archive_log(Path(sys.argv[1]), keep_months=2, now=now)
 print(json.dumps([(r.action, r.lines) for r in results]))
@@ -210,12 +207,7 @@ def test_a_big_month_of_late_rows_is_merged_in_bounded_memory(data_dir: Path) ->
     write_shard(data_dir, month, big[:10])
     list(archive_log(data_dir, keep_months=2, now=NOW))
     write_shard(data_dir, month, big)  # as if a run died between its rename and its unlink
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD_ARCHIVE_LIMITED, str(data_dir), str(48 << 20)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_limited(CHILD_ARCHIVE_LIMITED, str(data_dir), str(48 << 20))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout) == [["merged", 1490]]
     assert archive_text(data_dir / "runs_log" / f"{month}.jsonl.zst") == b"".join(big)
@@ -357,8 +349,6 @@ def test_only_readers_of_archives_load_zstandard_and_nothing_loads_duckdb(
     """The runtime's client, the daemon and `mantis --help` never pay for zstandard or DuckDB;
     a query loads zstandard only when it meets an archive."""
     import json
-    import subprocess
-    import sys
 
     def loaded(code: str) -> set[str]:
         code += "\nimport json, sys; print(json.dumps(sorted(sys.modules)), file=sys.__stderr__)"

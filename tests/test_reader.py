@@ -25,6 +25,7 @@ from mantisd.reader import (
     json_needle,
 )
 from mantisd.schema import validate
+from tests.proc import LIMIT_ADDRESS_SPACE, run_limited
 from tests.rows import make_row
 
 
@@ -486,18 +487,19 @@ def test_lines_longer_than_the_limit_are_skipped_and_counted(tmp_path: Path) -> 
 
 #: Scans the data dir argument under an address-space limit of what the interpreter already
 #: uses plus the second argument (bytes); prints the run_ids read and the bad lines counted.
-CHILD_SCAN_LIMITED = """
-import json, resource, sys
+CHILD_SCAN_LIMITED = (
+    """
+import json, sys
 from pathlib import Path
 from mantisd.reader import Scanner, ScanReport, StatRow
-with open("/proc/self/status") as f:
-    used = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmSize:"))
-limit = used + int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+"""
+    + LIMIT_ADDRESS_SPACE
+    + """
 report = ScanReport()
 run_ids = [row.run_id for row in Scanner(StatRow).scan(Path(sys.argv[1]), report)]
 print(json.dumps({"run_ids": run_ids, "bad_lines": report.bad_lines}))
 """
+)
 
 
 def test_a_64_mib_line_is_streamed_past_in_bounded_memory(data_dir: Path) -> None:
@@ -509,12 +511,7 @@ def test_a_64_mib_line_is_streamed_past_in_bounded_memory(data_dir: Path) -> Non
     path = write_shard(data_dir, "2026-01", b"".join(good[:3]) + junk + b"\n")
     with open(path, "ab") as f:
         f.write(b"".join(good[3:]) + junk)
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD_SCAN_LIMITED, str(data_dir), str(48 << 20)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_limited(CHILD_SCAN_LIMITED, str(data_dir), str(48 << 20), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result == {"run_ids": [run_id(x) for x in reversed(good)], "bad_lines": 2}

@@ -30,8 +30,15 @@ import msgspec
 import pytest
 
 import mantis_client
-from mantis_client import DEFAULT_TIMEOUT, AppendResult, Client, Outcome, append, append_async
-from mantis_client.client import MAX_TIMEOUT
+from mantis_client import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    AppendResult,
+    Client,
+    Outcome,
+    append,
+    append_async,
+)
 from mantisd.paths import list_shards, shard_path
 from mantisd.schema import Row
 from tests.full_disk import shard_on_a_full_disk

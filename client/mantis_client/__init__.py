@@ -12,11 +12,12 @@ Imports only the stdlib and layer 1 of `mantisd` (schema, paths, store): never a
 """
 
 from mantis_client.api import append, append_async, default_client
-from mantis_client.client import DEFAULT_TIMEOUT, Client
+from mantis_client.client import DEFAULT_TIMEOUT, MAX_TIMEOUT, Client
 from mantis_client.outcome import AppendResult, Outcome
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
     "AppendResult",
     "Client",
     "Outcome",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,11 @@ def assert_same(files: Result, database: Result) -> None:
         assert database.stdout == files.stdout
     if files.exit_code in (0, 3):
         assert database.stderr == files.stderr
+
+
+def assert_answers_as_files(args: Sequence[str], merged: Path, *source: str) -> None:
+    """`mantis runs ARGS` from the `source` options prints what it prints from the merged
+    data dir (which must answer: found, not found, usage error or regression)."""
+    files = invoke(*args, "--data-dir", str(merged))
+    assert files.exit_code in (0, 1, 2, 3), files.output
+    assert_same(files, invoke(*args, *source))

@@ -31,7 +31,14 @@ from click.testing import CliRunner, Result
 from mantisd.archive import archive_log
 from mantisd.cli import mantis
 from mantisd.paths import list_log_files
-from tests.parity import WF, assert_same, custom_lines, generate_pods, merge
+from tests.parity import (
+    WF,
+    assert_answers_as_files,
+    assert_same,
+    custom_lines,
+    generate_pods,
+    merge,
+)
 from tests.stats_data import write_shard
 from tests.test_analysis_db import ANALYSIS, analysis_pods
 from tests.test_analysis_db import PARITY as ANALYSIS_PARITY
@@ -96,9 +103,7 @@ RUN_LISTS = [
 def test_every_source_answers_as_the_files_do(
     fleet: dict[str, Any], source: str, args: list[str]
 ) -> None:
-    files = invoke(*args, "--data-dir", str(fleet["merged"]))
-    assert files.exit_code in (0, 1, 2, 3), files.output
-    assert_same(files, invoke(*args, *fleet["sources"][source]))
+    assert_answers_as_files(args, fleet["merged"], *fleet["sources"][source])
 
 
 @pytest.mark.parametrize("source", ["several dirs", "several archived dirs"])
@@ -174,10 +179,7 @@ def test_a_dataset_exported_before_extra_keys_is_refused_for_them_and_read_for_t
 def test_every_source_answers_the_analysis_as_the_files_do(
     analysis_fleet: dict[str, Any], source: str, args: list[str]
 ) -> None:
-    answer = invoke(*args, *analysis_fleet["sources"][source])
-    files = invoke(*args, "--data-dir", str(analysis_fleet["merged"]))
-    assert files.exit_code in (0, 1, 2, 3), files.output
-    assert_same(files, answer)
+    assert_answers_as_files(args, analysis_fleet["merged"], *analysis_fleet["sources"][source])
 
 
 # --- the docs' queries, on the same dataset ---------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,32 @@ class RunView:
     values: dict[str, float]
     key: GroupKey = ()
     ignored: int = 0
+
+    @classmethod
+    def of_row(
+        cls,
+        head: Sequence[Any],
+        finished_at: dt.datetime,
+        values: dict[str, float],
+        breakdown: str,
+        key: GroupKey,
+        ignored: int,
+    ) -> RunView:
+        """A run an engine (PostgreSQL, DuckDB) selected: `head` its row's first six columns
+        (run_id, finished_at as the engine gives it, status, model, plan_signature, error
+        as JSON text), `finished_at` that instant in UTC."""
+        run_id, _, status, model, plan_signature, error = head[:6]
+        return cls(
+            run_id=run_id,
+            finished_at=finished_at,
+            status=status,
+            model=model,
+            plan_signature=plan_signature,
+            error=None if error is None else error_value(error),
+            values=in_order(values, breakdown),
+            key=key,
+            ignored=ignored,
+        )
 
 
 def iter_runs(

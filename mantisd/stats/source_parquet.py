@@ -37,7 +37,7 @@ from mantisd.stats.percentiles import REPORTED
 from mantisd.stats.query import Selection, StatsQuery, ungrouped
 from mantisd.stats.query_groups import Groups
 from mantisd.stats.run_selections import groups_of, selection_of
-from mantisd.stats.runs import RunView, error_value, in_order
+from mantisd.stats.runs import RunView
 from mantisd.stats.source import OnShard, SourceError, UnsupportedQuery
 from mantisd.stats.workflows import WorkflowSummary
 
@@ -245,20 +245,9 @@ class ParquetSource:
         )
         views = []
         for row, (values, ignored) in zip(rows, found, strict=True):
-            run_id, finished, status, model, plan_signature, error = row[:6]
-            views.append(
-                RunView(
-                    run_id=run_id,
-                    finished_at=_instant(finished),
-                    status=status,
-                    model=model,
-                    plan_signature=plan_signature,
-                    error=None if error is None else error_value(error),
-                    values=in_order(values, query.breakdown),
-                    key=tuple(row[width:]),
-                    ignored=ignored,
-                )
-            )
+            finished = _instant(row[1])
+            key = tuple(row[width:])
+            views.append(RunView.of_row(row, finished, values, query.breakdown, key, ignored))
         return views
 
     def workflows(

@@ -34,7 +34,7 @@ from mantisd.stats.canonical import canonical_text
 from mantisd.stats.costs import COST, numeric_costs
 from mantisd.stats.grouping import GroupKey
 from mantisd.stats.query import StatsQuery
-from mantisd.stats.runs import RunView, error_value, in_order
+from mantisd.stats.runs import RunView
 
 #: Columns a run brings beyond its values: what a post-mortem starts from.
 DETAILS: Final = sql.SQL("status, model, plan_signature, error")
@@ -88,20 +88,7 @@ def _views(rows: Sequence[Any], query: StatsQuery, *, capped: bool) -> list[RunV
         if capped and taken[key] >= query.last:
             continue
         taken[key] += 1
-        run_id, finished_at, status, model, plan_signature, error = row[:6]
-        views.append(
-            RunView(
-                run_id=run_id,
-                finished_at=_utc(finished_at),
-                status=status,
-                model=model,
-                plan_signature=plan_signature,
-                error=None if error is None else error_value(error),
-                values=in_order(values, query.breakdown),
-                key=key,
-                ignored=ignored,
-            )
-        )
+        views.append(RunView.of_row(row, _utc(row[1]), values, query.breakdown, key, ignored))
     return views
 
 

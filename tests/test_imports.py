@@ -21,6 +21,26 @@ def modules_after_import(module: str) -> set[str]:
     return {name.partition(".")[0] for name in run_python(code)}
 
 
+#: Imports `mantis` and every one of its commands (each group loads its own when asked).
+LOAD_EVERY_COMMAND = """
+import click
+from mantisd.cli import mantis
+def load(group, ctx):
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
+        if isinstance(command, click.Group):
+            load(command, click.Context(command, parent=ctx, info_name=name))
+load(mantis, click.Context(mantis, info_name="mantis"))
+"""
+
+
+def modules_after_loading_the_cli() -> set[str]:
+    """Top-level package names in `sys.modules` once every `mantis` command is imported."""
+    code = LOAD_EVERY_COMMAND + "import json, sys; print(json.dumps(sorted(sys.modules)))"
+    return {name.partition(".")[0] for name in run_python(code)}
+
+
 def run_python(code: str) -> list[str]:
     """Run `code` in a fresh interpreter and decode the JSON list it prints."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -53,7 +73,50 @@ def test_mantis_client_loads_only_layer_one_of_mantisd() -> None:
 
 
 def test_mantis_cli_does_not_import_anyio() -> None:
-    assert "anyio" not in modules_after_import("mantisd.cli")
+    loaded = modules_after_loading_the_cli()
+    assert "mantisd" in loaded and "click" in loaded
+    assert "anyio" not in loaded
+
+
+def test_mantis_help_imports_no_command_module() -> None:
+    """`mantis --help` lists the groups from the command tree alone (`mantisd.cli.lazy`)."""
+    code = (
+        "import json, sys\n"
+        "from mantisd.cli import mantis\n"
+        "try:\n"
+        "    mantis(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('mantisd.cli'))),"
+        " file=sys.__stderr__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "Commands:" in proc.stdout and "runs" in proc.stdout
+    assert json.loads(proc.stderr.splitlines()[-1]) == ["mantisd.cli", "mantisd.cli.lazy"]
+
+
+def test_every_lazy_command_loads_as_the_command_it_is_named() -> None:
+    names = run_python(
+        LOAD_EVERY_COMMAND + "import json\n"
+        "def walk(group, path):\n"
+        "    for name, command in sorted(group.commands.items()):\n"
+        "        yield ' '.join([*path, name])\n"
+        "        if isinstance(command, click.Group):\n"
+        "            yield from walk(command, [*path, name])\n"
+        "print(json.dumps(list(walk(mantis, []))))\n"
+    )
+    assert {"runs stats", "runs export", "db status", "dev generate", "dev docs"} <= set(names)
+    assert len(names) == 3 + 9 + 2 + 2
+
+
+def test_a_lazy_entry_naming_another_command_is_refused() -> None:
+    import click
+
+    from mantisd.cli.lazy import LazyGroup
+
+    group = LazyGroup("g", lazy_commands={"wrong": "mantisd.cli.stats:stats"})
+    with pytest.raises(TypeError, match="mantisd.cli.stats:stats is not the command 'wrong'"):
+        group.get_command(click.Context(group), "wrong")
 
 
 def test_mantis_without_a_database_never_imports_psycopg(tmp_path: Path) -> None:
@@ -83,6 +146,8 @@ def test_numpy_is_never_imported_by_the_client_the_daemon_or_the_cli(module: str
     """numpy is the stats cache's (`mantisd.stats.cached_query`), imported when a query
     uses it: the runtime's client, the daemon and `mantis --help` never load it."""
     assert "numpy" not in modules_after_import(module)
+    if module == "mantisd.cli":
+        assert "numpy" not in modules_after_loading_the_cli()
 
 
 @pytest.mark.parametrize(("cache", "loaded"), [(None, False), ("always", True)])

@@ -1,7 +1,9 @@
-"""`mantis`: the operator's command line (`mantis runs list|stats|compare|trend`, `mantis dev`).
+"""`mantis`: the operator's command line (`mantis runs list|stats|compare|trend`, `mantis db`,
+`mantis dev`).
 
-Only click is imported here; each command imports its machinery when it runs, so that
-`mantis --help` stays fast. Never imports anyio (design.md, layer 4).
+This module is the command tree; each command lives in its own module, imported only when
+that command is asked for (`LazyGroup`), and imports its machinery when it runs, so that
+`mantis --help` loads click and this file. Never imports anyio (design.md, layer 4).
 """
 
 from __future__ import annotations
@@ -9,18 +11,7 @@ from __future__ import annotations
 import click
 
 from mantisd import __version__
-from mantisd.cli.archive import archive
-from mantisd.cli.compare import compare
-from mantisd.cli.db import db
-from mantisd.cli.dev import dev
-from mantisd.cli.export import export
-from mantisd.cli.list_runs import list_runs
-from mantisd.cli.reference import docs
-from mantisd.cli.report import report
-from mantisd.cli.ship import ship
-from mantisd.cli.slowest import slowest
-from mantisd.cli.stats import stats
-from mantisd.cli.trend import trend
+from mantisd.cli.lazy import LazyGroup
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,24 +20,43 @@ def mantis() -> None:
     """Query the durable per-run log that mantisd keeps."""
 
 
-@mantis.group()
+@mantis.group(
+    cls=LazyGroup,
+    lazy_commands={
+        "list": "mantisd.cli.list_runs:list_runs",
+        "stats": "mantisd.cli.stats:stats",
+        "compare": "mantisd.cli.compare:compare",
+        "trend": "mantisd.cli.trend:trend",
+        "slowest": "mantisd.cli.slowest:slowest",
+        "report": "mantisd.cli.report:report",
+        "ship": "mantisd.cli.ship:ship",
+        "archive": "mantisd.cli.archive:archive",
+        "export": "mantisd.cli.export:export",
+    },
+)
 def runs() -> None:
     """Cross-run analytics over the run log: percentiles per wall-time bucket, regressions
     between two windows, and trends over time."""
 
 
-runs.add_command(list_runs)
-runs.add_command(stats)
-runs.add_command(compare)
-runs.add_command(trend)
-runs.add_command(slowest)
-runs.add_command(report)
-runs.add_command(ship)
-runs.add_command(archive)
-runs.add_command(export)
-mantis.add_command(dev)
-mantis.add_command(db)
-dev.add_command(docs)
+@mantis.group(
+    cls=LazyGroup,
+    lazy_commands={"init": "mantisd.cli.db:init", "status": "mantisd.cli.db:status"},
+)
+def db() -> None:
+    """The fleet's PostgreSQL: create its tables, see what each pod shipped."""
+
+
+@mantis.group(
+    cls=LazyGroup,
+    hidden=True,
+    lazy_commands={
+        "generate": "mantisd.cli.dev:generate",
+        "docs": "mantisd.cli.reference:docs",
+    },
+)
+def dev() -> None:
+    """Developer helpers: sample data."""
 
 
 def main() -> None:

@@ -24,11 +24,6 @@ def _url_option(f: click.decorators.FC) -> click.decorators.FC:
     )
 
 
-@click.group()
-def db() -> None:
-    """The fleet's PostgreSQL: create its tables, see what each pod shipped."""
-
-
 def _connect(url: str | None) -> psycopg.Connection[Any]:
     from mantisd.fleet.database import FleetError, require_driver
 
@@ -50,7 +45,7 @@ def _connect(url: str | None) -> psycopg.Connection[Any]:
         ) from None
 
 
-@db.command()
+@click.command()
 @_url_option
 def init(url: str | None) -> None:
     """Create the mantis tables (or upgrade them to this version's schema)."""
@@ -73,7 +68,7 @@ def init(url: str | None) -> None:
     click.echo(f"mantis schema version {version} in {name_of(url)}")
 
 
-@db.command()
+@click.command()
 @_url_option
 def status(url: str | None) -> None:
     """Each shipped source (pod): its label, runs, dead-lettered lines, last shipment."""

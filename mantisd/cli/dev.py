@@ -1,4 +1,4 @@
-"""`mantis dev ...`: developer helpers (sample data for demos and benchmarks)."""
+"""`mantis dev generate`: sample data for demos and benchmarks (`mantis dev` is hidden)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,7 @@ class Month(click.ParamType):  # type: ignore[type-arg]  # generic only from cli
         return (first + dt.timedelta(days=32)).replace(day=1)
 
 
-@click.group(hidden=True)
-def dev() -> None:
-    """Developer helpers: sample data."""
-
-
-@dev.command()
+@click.command()
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -58,8 +58,7 @@ from bench_daemon import (  # noqa: E402
 )
 
 from mantisd.batch import Acceptor, LeanRow  # noqa: E402
-
-OK_LINE = b'{"ok":true}\n'
+from mantisd.daemon.replies import OK as OK_LINE  # noqa: E402
 
 
 def floor_server(path: str, shard: str) -> None:
@@ -71,7 +70,7 @@ def floor_server(path: str, shard: str) -> None:
         while line := await reader.readline():
             os.write(fd, encode(decode(line)) + b"\n")
             os.fsync(fd)
-            writer.write(b'{"ok":true}\n')
+            writer.write(OK_LINE)
 
     async def main() -> None:
         server = await asyncio.start_unix_server(handle, path, limit=1 << 24)

@@ -12,7 +12,14 @@ import numpy as np
 from mantisd.reader import ScanReport
 from mantisd.stats.costs import WALL_TIME
 from mantisd.stats.month_view import micros
-from mantisd.stats.query import ShardPart, StatsQuery, _matching, _scan_shard, collect
+from mantisd.stats.query import (
+    ShardPart,
+    StatsQuery,
+    _matching,
+    _scan_shard,
+    collect,
+    read_shard,
+)
 from mantisd.stats.run_keys import run_keys
 from mantisd.stats.segment import Array
 
@@ -27,17 +34,7 @@ def _collect(rows: list[Any], part: ShardPart) -> None:
 
 def read_month(data_dir: Path, month: str, query: StatsQuery, cap: int) -> ShardPart:
     """`read_shard`, keyed as the cache keys runs."""
-    part = ShardPart()
-    blocks = _scan_shard(data_dir, month, query, part.report)
-    try:
-        for rows in blocks:
-            _collect(_matching(rows, query)[: cap - len(part.keys)], part)
-            if len(part.keys) >= cap:
-                break
-    finally:
-        blocks.close()
-    part.sort_columns()
-    return part
+    return read_shard(data_dir, month, query=query, cap=cap, add=_collect)
 
 
 def read_month_periods(

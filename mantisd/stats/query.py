@@ -395,13 +395,22 @@ def _parts(
     )
 
 
-def read_shard(data_dir: Path, month: str, *, query: StatsQuery, cap: int) -> ShardPart:
-    """The newest `cap` matching runs of one month shard."""
+def read_shard(
+    data_dir: Path,
+    month: str,
+    *,
+    query: StatsQuery,
+    cap: int,
+    add: Callable[[list[Any], ShardPart], None] | None = None,
+) -> ShardPart:
+    """The newest `cap` matching runs of one month shard, put in the part by `add` (by
+    default `collect` with the query's breakdown)."""
+    add = add or functools.partial(collect, breakdown=query.breakdown)
     part = ShardPart()
     blocks = _scan_shard(data_dir, month, query, part.report)
     try:
         for rows in blocks:
-            collect(_matching(rows, query)[: cap - len(part.keys)], part, query.breakdown)
+            add(_matching(rows, query)[: cap - len(part.keys)], part)
             if len(part.keys) >= cap:
                 break
     finally:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from mantisd.schema import MAX_LINE_BYTES, Count, Name, Seconds, Timestamp
 
 BLOCK_SIZE = 1 << 20
 T = TypeVar("T", bound="KeyedRow")
+Line = TypeVar("Line", bound=bytes | bytearray)
 
 
 class KeyedRow(msgspec.Struct, gc=False):
@@ -335,6 +336,27 @@ def _candidates(
 _run_id = operator.attrgetter("run_id")
 
 
+def decode_each(
+    lines: Iterable[Line],
+    decoders: Sequence[msgspec.json.Decoder[Any]],
+    bad: Callable[[Line], object],
+) -> list[Any]:
+    """Each line decoded alone, by the first of `decoders` that takes it; `bad(line)` for a
+    line none takes. What a row is, one line at a time, for the reader and the stats cache
+    alike."""
+    rows = []
+    for line in lines:
+        for decoder in decoders:
+            try:
+                rows.append(decoder.decode(line))
+                break
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+        else:
+            bad(line)
+    return rows
+
+
 class Scanner:
     """Decodes shards into `row_type`, newest first, with dedup and a `ScanReport`.
 
@@ -361,16 +383,9 @@ class Scanner:
                     return rows
             except (msgspec.DecodeError, msgspec.ValidationError):
                 pass
-        rows = []
-        for line in lines:
-            for one, _ in self._decoders:
-                try:
-                    rows.append(one.decode(line))
-                    break
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    pass
-            else:
-                report.bad_lines += 1
+        bad: list[bytes | bytearray] = []
+        rows = decode_each(lines, [one for one, _ in self._decoders], bad.append)
+        report.bad_lines += len(bad)
         return rows
 
     def scan_blocks(

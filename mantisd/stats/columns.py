@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from mantisd.reader import ScanReport, archive_windows
+from mantisd.reader import ScanReport, archive_windows, decode_each
 from mantisd.schema import EPOCH, MAX_LINE_BYTES, TOTAL
 from mantisd.stats.query import NineBuckets, _AnyRun, _Run
 from mantisd.stats.run_keys import run_keys
@@ -101,16 +101,8 @@ class SegmentBuilder:
             if len(rows) == count:  # one row per line, each its line's (`_object_lines`)
                 self._gather(rows, nine=decoder is self._strict)
                 return
-        rows = []
-        for line in bytes(chunk).split(b"\n"):
-            for one in (self._one_strict, self._one_any):
-                try:
-                    rows.append(one.decode(line))
-                    break
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    pass
-            else:
-                self._keep_bad(line)
+        lines = bytes(chunk).split(b"\n")
+        rows = decode_each(lines, (self._one_strict, self._one_any), self._keep_bad)
         self._gather(rows, nine=all(type(b) is NineBuckets for b in map(_breakdown, rows)))
 
     def _keep_bad(self, line: bytes) -> None:

@@ -132,16 +132,24 @@ def duckdb_params(data_dir: Path, last: int) -> dict[str, Any]:
 
 
 def duckdb_query(data_dir: Path, last: int) -> Percentiles:
+    return duckdb_percentiles(duckdb_sql(), duckdb_params(data_dir, last))
+
+
+def duckdb_percentiles(sql: str, params: Any) -> Percentiles:
+    """Run a percentile query on a fresh DuckDB connection: its one row holds the run count,
+    then each column's [p50, p95, p99] (a column no selected run reports is left out, as
+    mantis leaves it out)."""
     import duckdb
 
     with duckdb.connect() as con:
-        cursor = con.execute(duckdb_sql(), duckdb_params(data_dir, last))
+        cursor = con.execute(sql, params)
         names = [d[0] for d in cursor.description]
         row = cursor.fetchone()
     assert row is not None
     result: Percentiles = {
         name: dict(zip(("p50", "p95", "p99"), values, strict=True))
         for name, values in zip(names[1:], row[1:], strict=True)
+        if values[0] is not None
     }
     result["run_count"] = {"n": row[0]}
     return result
@@ -180,8 +188,6 @@ def parquet_copy(data_dir: Path) -> Path:
 
 def duckdb_parquet_query(target: Path, last: int) -> Percentiles:
     """The same question of DuckDB, over the Parquet copy."""
-    import duckdb
-
     cells = ", ".join(f"quantile_cont({b}, $q) AS {b}" for b in (*BUCKETS, TOTAL))
     sql = (
         "WITH sel AS (SELECT * FROM read_parquet($glob, hive_partitioning = true) "
@@ -195,18 +201,7 @@ def duckdb_parquet_query(target: Path, last: int) -> Percentiles:
         "last": last,
         "q": list(QUANTILES),
     }
-    with duckdb.connect() as con:
-        cursor = con.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        row = cursor.fetchone()
-    assert row is not None
-    result: Percentiles = {
-        name: dict(zip(("p50", "p95", "p99"), values, strict=True))
-        for name, values in zip(names[1:], row[1:], strict=True)
-        if values[0] is not None
-    }
-    result["run_count"] = {"n": row[0]}
-    return result
+    return duckdb_percentiles(sql, params)
 
 
 def cpu_of(action: Any) -> float:
